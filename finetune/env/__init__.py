@@ -1,0 +1,1 @@
+"""Environment: platform-specific install recipes and the doctor's checks (light: no torch)."""
