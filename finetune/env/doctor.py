@@ -180,7 +180,10 @@ def diagnose(probe: dict) -> list[Check]:
         if "torchvision::nms" in err:
             why = f"torchvision was built for another torch than {tv} (operator torchvision::nms does not exist)"
         elif "libc10_cuda" in err or "libtorch_cuda" in err:
-            why = f"torchaudio is a CUDA build but torch {tv} is CPU-only (it looks for libc10_cuda.so)"
+            why = f"{comp} is a CUDA build but torch {tv} is CPU-only (it looks for libc10_cuda.so)"
+        elif "_torchaudio" in err or "undefined symbol" in err:
+            why = (f"{comp}'s compiled extension was built for another torch than {tv} "
+                   f"({err.split(': ', 1)[-1][:160]})")
         elif "No module named" in err:
             why = f"{comp} is not installed; LLaMA-Factory imports it at start-up"
         else:
