@@ -34,66 +34,279 @@ def doctor(c, json=False, fast=False, port=7860):
 
 
 # ---- data -------------------------------------------------------------------------------------
-@task(name="convert")
-def data_convert(c):
+@task(name="convert", help={
+    "src": "raw data file: alpaca / sharegpt / OpenAI messages (.json array or .jsonl), or .csv / .tsv",
+    "fmt": "input format: auto (default; from extension and first record), alpaca, sharegpt, openai, csv, tsv",
+    "name": "output name: writes <data dir>/<name>.jsonl (default: the source file name)",
+    "question_col": "CSV/TSV column with the user question (default: question)",
+    "answer_col": "CSV/TSV column with the assistant answer (default: answer)",
+    "system_col": "CSV/TSV column with an optional system prompt (default: system; ignored when absent)",
+    "data_dir": "dataset folder (default dataset/llamafactory or $FINETUNE_DATA_DIR)",
+    "json": "print the result as JSON",
+})
+def data_convert(c, src, fmt="auto", name="", question_col="question", answer_col="answer",
+                 system_col="system", data_dir="", json=False):
     """Raw data (alpaca / sharegpt / OpenAI messages / CSV) -> ChatML JSONL."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("data.convert", 3)))
+    from finetune.data.convert import convert_file
+
+    layout = _layout(data_dir=data_dir)
+    res = guarded(lambda: convert_file(src, layout, fmt=fmt, name=name or None, question_col=question_col,
+                                       answer_col=answer_col, system_col=system_col or None), json)
+    if json:
+        import json as _json
+
+        print(_json.dumps(res.to_dict(), ensure_ascii=False))
+        return
+    print(f"{res.fmt}: wrote {res.written} conversation(s) to {res.out_path}")
+    if res.rejected:
+        print(f"rejected {res.rejected} record(s) (line + reason): {res.rejects_path}")
+    print(f"next: invoke data.check {res.out_path}")
 
 
-@task(name="check")
-def data_check(c):
-    """Check ChatML JSONL files exactly as LLaMA-Factory will read them."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("data.check", 3)))
+@task(name="check", iterable=["files"], help={
+    "file": "ChatML .jsonl file to check (comma-separated for several)",
+    "files": "another file to check (repeatable)",
+    "json": 'print the report as JSON: {"files": [{"path", "records", "valid", "problems": [...]}]}',
+    "cutoff": "with --tokenizer: warn about conversations longer than this many tokens (your cutoff_len)",
+    "tokenizer": "model folder whose tokenizer measures lengths (needs the training stack)",
+    "max_lines": "problems to print per file (default 50; --json prints all)",
+})
+def data_check(c, file, files=None, json=False, cutoff=0, tokenizer="", max_lines=50):
+    """Check ChatML JSONL files exactly as LLaMA-Factory will read them (exit 1 on errors)."""
+    from finetune.data.check import check_files, next_step, render
+
+    paths = [p for p in file.split(",") if p] + list(files or [])
+    report = guarded(lambda: check_files(paths, cutoff=cutoff or None, tokenizer=tokenizer or None), json)
+    if json:
+        import json as _json
+
+        print(_json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        render(report, max_lines=max_lines)
+        print(next_step(report, paths))
+    if report.has_errors:
+        raise SystemExit(1)
 
 
-@task(name="register")
-def data_register(c):
+@task(name="register", iterable=["files", "names"], help={
+    "file": "ChatML .jsonl file to register (comma-separated for several)",
+    "files": "another file to register (repeatable)",
+    "names": "dataset name for each file, in order (repeatable; default: the file name, made safe)",
+    "force": "register files with errors anyway (says what LLaMA-Factory drops) and allow overwrites",
+    "data_dir": "dataset folder holding dataset_info.json (default dataset/llamafactory or $FINETUNE_DATA_DIR)",
+    "json": "print the entries written as JSON",
+})
+def data_register(c, file, files=None, names=None, force=False, data_dir="", json=False):
     """Register ChatML files in dataset_info.json (sharegpt mapping with system_tag)."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("data.register", 3)))
+    from finetune.data.register import register_files
+
+    layout = _layout(data_dir=data_dir)
+    paths = [p for p in file.split(",") if p] + list(files or [])
+    results = guarded(lambda: register_files(layout, paths, names=names or None, force=force), json)
+    if json:
+        import json as _json
+
+        print(_json.dumps(results, ensure_ascii=False))
+        return
+    for r in results:
+        state = "updated" if r["changed"] else "unchanged"
+        copied = " (copied into the data dir)" if r["copied"] else ""
+        print(f"{r['name']}: {state} -> {r['entry']['file_name']}{copied}")
+        if r["errors"]:
+            print(f"  warning: registered with {r['errors']} error(s); LLaMA-Factory will "
+                  + ("fail on this file" if r["fatal"] else f"drop {r['dropped']} conversation(s)"))
+    print(f"dataset_info: {layout.dataset_info}")
+    print(f"next: invoke webui (pick dataset {', '.join(r['name'] for r in results)})")
 
 
-@task(name="stats")
-def data_stats(c):
-    """Token lengths with the model's tokenizer and a suggested cutoff."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("data.stats", 3)))
+@task(name="stats", help={
+    "file": "ChatML .jsonl file",
+    "tokenizer": "model folder with the tokenizer used for training (required)",
+    "cutoff": "cutoff_len to count truncated conversations against (default 1024)",
+    "histogram": "also write a histogram PNG to this path",
+    "json": "print the statistics as JSON",
+})
+def data_stats(c, file, tokenizer, cutoff=1024, histogram="", json=False):
+    """Token lengths with the model's tokenizer (p50/p90/p99/max) and a suggested cutoff."""
+    from finetune.data.stats import render, token_stats
+
+    result = guarded(lambda: token_stats(file, tokenizer, cutoff=cutoff, histogram=histogram or None), json)
+    if json:
+        import json as _json
+
+        print(_json.dumps(result, ensure_ascii=False))
+        return
+    render(result)
+    print(f"next: train with cutoff_len {max(cutoff, result['suggested_cutoff'])}")
 
 
 # ---- training ---------------------------------------------------------------------------------
-@task
-def webui(c):
-    """Start the LLaMA-Factory Web UI on 127.0.0.1, pre-filled with our layout."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("webui", 4)))
+@task(auto_shortflags=False, help={
+    "host": "address to listen on (default 127.0.0.1); another host needs --auth-user (or FINETUNE_WEBUI_USER)",
+    "port": "port (default 7860); when taken, the next free one is used and named",
+    "strict_port": "fail when the port is taken (naming the process that holds it) instead of moving",
+    "method": "env (default): child Python with our settings in the environment, pre-fills Data dir on open; "
+              "cli: LLaMA-Factory's own `llamafactory-cli webui` entry",
+    "model": "model folder to pre-fill (Model name 'Custom', Model path)",
+    "template": "chat template to pre-fill, e.g. qwen",
+    "share": "ask gradio for a public share link (off by default; prints a warning)",
+    "auth_user": "login user for a non-loopback host (or env FINETUNE_WEBUI_USER)",
+    "auth_password": "login password (or env FINETUNE_WEBUI_PASSWORD; generated and printed once if unset)",
+    "timeout": "seconds to wait for the UI to answer HTTP 200 (default 180)",
+    "status": "show the running Web UI of this layout (URL, PID, trainers) and exit",
+    "stop": "stop the running Web UI and every trainer it started, then exit",
+    "json": "with --status / --stop: print JSON",
+})
+def webui(c, host="127.0.0.1", port=7860, strict_port=False, method="env", model=None, template=None,
+          share=False, auth_user=None, auth_password=None, timeout=180, status=False, stop=False, json=False):
+    """Start the LLaMA-Factory Web UI on 127.0.0.1, pre-filled with our layout (Ctrl-C stops it all)."""
+    from argparse import Namespace
+
+    from finetune.llama_factory import launcher
+
+    args = Namespace(host=host, port=int(port), strict_port=strict_port, method=method, model=model,
+                     template=template, run_id=None, share=share, auth_user=auth_user,
+                     auth_password=auth_password, timeout=float(timeout), status=status, stop=stop, json=json)
+    code = guarded(lambda: launcher.run_cli(_layout(), args), as_json=json)
+    if code:
+        raise SystemExit(code)
 
 
-@task
-def train(c):
-    """Train headless with the same arguments the Web UI writes."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("train", 5)))
+@task(iterable=["dataset"], help={
+    "model": "base model folder (or hub id when online), e.g. finetune/cache/models/tiny-qwen2",
+    "template": "chat template the model uses (LLaMA-Factory name: qwen, llama3, ...)",
+    "dataset": "registered dataset name; repeat the flag or give a comma list (a,b)",
+    "run_name": "a name added to the run id (YYYYMMDD-HHMMSS-NAME)",
+    "epochs": "training epochs (default 3.0)",
+    "lr": "learning rate (default 5e-5)",
+    "batch_size": "per-device batch size (default 2)",
+    "cutoff": "max tokens per conversation (default 2048)",
+    "lora_rank": "LoRA rank (default 8; alpha is twice the rank)",
+    "max_samples": "use at most this many conversations per dataset (default 100000)",
+    "save_steps": "save a checkpoint-N every this many steps (default 100)",
+    "resume": "continue this run id from its latest checkpoint-N (other flags are ignored)",
+    "json": "print the result as JSON (no progress bar)",
+})
+def train(c, model="", template="", dataset=None, run_name="", epochs=3.0, lr=5e-5, batch_size=2, cutoff=2048,
+          lora_rank=8, max_samples=100000, save_steps=100, resume="", json=False):
+    """Train headless with the same arguments the Web UI writes (training_args.yaml + llamaboard_config.yaml)."""
+    import json as _json
+
+    from finetune.llama_factory import train as tr
+
+    layout = _layout()
+
+    def run():
+        if resume:
+            return tr.train(layout, None, run_id=resume, resume=True, progress=not json)
+        if not model or not dataset:
+            from finetune.errors import UserError
+
+            raise UserError("--model and --dataset are needed to start a run",
+                            fix="invoke train --model PATH --template qwen --dataset NAME "
+                                "(or continue one: invoke train --resume RUN_ID)")
+        spec = tr.spec_from_flags(layout, model=model, template=template or "default", dataset=list(dataset),
+                                  epochs=float(epochs), lr=float(lr), batch_size=int(batch_size), cutoff=int(cutoff),
+                                  lora_rank=int(lora_rank), max_samples=int(max_samples), save_steps=int(save_steps))
+        return tr.train(layout, spec, name=run_name, progress=not json)
+
+    result = guarded(run, as_json=json)
+    if json:
+        print(_json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        print(f"run {result.run_id} {result.status}: {result.steps}/{result.total_steps} steps, "
+              f"loss {result.last_loss}, {result.elapsed_s:.0f} s\n  folder {result.run_dir}\n  log    {result.log_path}")
+        print(f"next: invoke infer {result.run_id} --prompt \"Hello\"   (or invoke runs)")
 
 
 # ---- after training ---------------------------------------------------------------------------
-@task
-def runs(c):
-    """List runs (status, base model, template, loss, artifacts)."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("runs", 5)))
+@task(iterable=["path"], help={
+    "path": "also look in this folder (a run, or a folder holding runs); repeatable",
+    "json": "print {\"runs\": [...]} as JSON",
+})
+def runs(c, path=None, json=False):
+    """List runs (status, base model, template, steps, loss, artifacts) from our outputs, saves/ and PATHs."""
+    from finetune import runs as rn
+
+    found = guarded(lambda: rn.discover(_layout(), list(path or [])), as_json=json)
+    print(rn.as_json(found)) if json else rn.render(found)
 
 
-@task
-def infer(c):
-    """Chat with a run's adapter (or a merged model) using the training template."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("infer", 5)))
+_MODEL_HELP = "a run id (invoke runs), a run / adapter / checkpoint-N folder, or a merged model folder"
 
 
-@task
-def merge(c):
-    """Merge a LoRA adapter into its base model."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("merge", 5)))
+@task(help={
+    "run": _MODEL_HELP,
+    "prompt": "answer this one prompt (streamed) and exit",
+    "prompts": "answer every prompt of this file (.jsonl with prompt or messages per line, or .txt lines)",
+    "out": "where the JSONL answers go (default: PROMPTS.answers.jsonl beside the prompts file)",
+    "system": "system prompt (default: the template's)",
+    "max_new_tokens": "answer length limit in tokens (default 256)",
+    "temperature": "0 = greedy (default); above 0 samples",
+    "base": "base model folder, when the run's recorded one moved",
+    "template": "chat template, to override the run's",
+    "json": "print the result as JSON",
+})
+def infer(c, run, prompt=None, prompts=None, out=None, system=None, max_new_tokens=256, temperature=0.0,
+          base=None, template=None, json=False):
+    """Chat with a run's adapter (or a merged model) using the training template; no prompt = interactive."""
+    import json as _json
+
+    from finetune.inference import chat
+
+    result = guarded(lambda: chat.infer(_layout(), run, prompt=prompt, prompts_file=prompts, out=out, system=system,
+                                        max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                                        base=base, template=template, as_json=json), as_json=json)
+    if json:
+        print(_json.dumps(result, ensure_ascii=False))
+    elif prompts:
+        print(f"{result['prompts']} answers written to {result['out']}")
 
 
-@task
-def verify(c):
-    """Before / after: loss, perplexity and answer match of base vs fine-tuned."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("verify", 5)))
+@task(help={
+    "run": _MODEL_HELP + " holding a LoRA adapter",
+    "out": "merged model folder (default: RUN/merged)",
+    "base": "base model folder (must be unquantized), when not the run's recorded one",
+    "template": "chat template, to override the run's",
+    "dtype": "float32 / float16 / bfloat16 (default: the base model's dtype)",
+    "check": "prompts to compare adapter vs merged greedy answers on (default 3; 0 skips)",
+    "force": "replace an existing merged folder",
+    "json": "print the result as JSON",
+})
+def merge(c, run, out=None, base=None, template=None, dtype=None, check=3, force=False, json=False):
+    """Merge a LoRA adapter into its base model and check the merged model answers like the adapter."""
+    import json as _json
+
+    from finetune.inference import merge as mg
+
+    result = guarded(lambda: mg.merge(_layout(), run, out_dir=out, base=base, template=template, dtype=dtype,
+                                      n_check=int(check), force=force), as_json=json)
+    if json:
+        print(_json.dumps(result, ensure_ascii=False))
+    else:
+        chk = result.get("check")
+        print(f"merged into {result['merged']} ({result['dtype']})"
+              + (f"; greedy answers equal to the adapter's on {chk['prompts']} prompts" if chk else ""))
+        print(f"next: invoke infer {result['merged']} --prompt \"Hello\"")
+
+
+@task(help={
+    "run": _MODEL_HELP,
+    "data": "held-out ChatML JSONL (one {\"messages\": [...]} per line)",
+    "max_samples": "score at most this many conversations (default 200)",
+    "base": "base model to compare against (default: the run's)",
+    "template": "chat template, to override the run's",
+    "json": "print the report as JSON",
+})
+def verify(c, run, data, max_samples=200, base=None, template=None, json=False):
+    """Before / after: loss, perplexity and answer match of base vs fine-tuned on held-out conversations."""
+    import json as _json
+
+    from finetune.inference import verify as vf
+
+    report = guarded(lambda: vf.verify(_layout(), run, data, max_samples=int(max_samples), base=base,
+                                       template=template), as_json=json)
+    print(_json.dumps(report, ensure_ascii=False)) if json else vf.render(report)
 
 
 @task

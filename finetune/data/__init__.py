@@ -1,0 +1,1 @@
+"""Data: ChatML rules (chatml), check, register, convert, stats (heavy: tokenizer), synth."""

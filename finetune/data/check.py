@@ -1,0 +1,460 @@
+"""A streaming pre-flight check of ChatML JSONL that predicts what LLaMA-Factory will do.
+
+Severity ``error`` means LLaMA-Factory drops that conversation (only a warning in its log) or
+fails to load / train on the whole file; ``warning`` means it trains but you probably did not
+want that. Each problem names the 1-based line, a code, a message and a fix. The drop rules live
+in :mod:`finetune.data.chatml`; this module adds what the JSON loader (pyarrow through
+``datasets``) does to a file: every line must be a JSON object, and a field must hold the same
+JSON type on every line (a number where other lines hold strings fails the whole load with
+``DatasetGenerationError`` and no line number).
+
+One pass, constant memory (a hash per line for duplicates, problems capped per file). Light:
+no torch / transformers / datasets unless ``tokenizer`` is given (then ``--cutoff`` lengths are
+measured with :mod:`finetune.data.stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from finetune.data import chatml
+from finetune.errors import UserError
+
+ERROR, WARNING = "error", "warning"
+MAX_PROBLEMS_PER_FILE = 10_000  # counts stay exact beyond this; only the list is cut
+
+# Codes: error ---------------------------------------------------------------------------------
+INVALID_JSON = "invalid-json"
+INVALID_UTF8 = "invalid-utf8"
+NOT_OBJECT = "not-an-object"
+MESSAGES_MISSING = "messages-missing"
+MESSAGES_NOT_LIST = "messages-not-list"
+MESSAGE_NOT_OBJECT = "message-not-object"
+ROLE_NOT_STRING = "role-not-string"
+TYPE_CLASH = "type-clash"
+NO_RECORDS = "no-valid-records"
+# Codes: warning -------------------------------------------------------------------------------
+EMPTY_CONTENT = "empty-content"
+SYSTEM_CONTENT_NULL = "system-content-null"
+BOM = "bom"
+CRLF = "crlf"
+BLANK_LINE = "blank-line"
+DUPLICATE = "duplicate"
+UNKNOWN_KEY = "unknown-key"
+TOOLS_NOT_STRING = "tools-not-string"
+TOO_LONG = "longer-than-cutoff"
+
+FIXES = {
+    **chatml.FIXES,
+    INVALID_JSON: "repair or delete the line (each line must be one complete JSON object)",
+    INVALID_UTF8: "re-save the file as UTF-8 (e.g. iconv -f <encoding> -t UTF-8)",
+    NOT_OBJECT: 'make the line a JSON object: {"messages": [...]}',
+    MESSAGES_MISSING: 'add a "messages" list to the line, or delete it',
+    MESSAGES_NOT_LIST: '"messages" must be a list of {"role", "content"} objects',
+    MESSAGE_NOT_OBJECT: 'every item of "messages" must be an object {"role": ..., "content": ...}',
+    ROLE_NOT_STRING: f"use one of the roles {', '.join(chatml.ROLES)} (a string)",
+    TYPE_CLASH: "give this field the same JSON type on every line (e.g. always a string)",
+    NO_RECORDS: "add conversations that pass the check; LLaMA-Factory stops with 'Cannot find valid samples'",
+    EMPTY_CONTENT: "write the message text, or delete the conversation",
+    SYSTEM_CONTENT_NULL: "give the system message a string content or remove it (LLaMA-Factory uses the "
+                         "template's default system prompt instead)",
+    BOM: "re-save the file as UTF-8 without BOM",
+    CRLF: "convert line endings to LF (e.g. dos2unix FILE)",
+    BLANK_LINE: "delete the blank lines",
+    DUPLICATE: "delete the repeated conversation (duplicates weigh that example twice)",
+    UNKNOWN_KEY: "LLaMA-Factory ignores this key; remove it or register it as a column",
+    TOOLS_NOT_STRING: 'store "tools" as a JSON string (json.dumps of the tool list)',
+    TOO_LONG: "raise --cutoff (cutoff_len) or shorten the conversation; the end of it is cut off in training",
+}
+
+
+@dataclass
+class Problem:
+    line: int
+    severity: str
+    code: str
+    message: str
+    fix: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "severity": self.severity, "code": self.code, "message": self.message,
+                "fix": self.fix or FIXES.get(self.code, ""), **self.extra}
+
+
+@dataclass
+class FileReport:
+    path: str
+    records: int = 0
+    valid: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    errors: int = 0
+    warnings: int = 0
+    fatal: bool = False  # LLaMA-Factory fails on the whole file, not only drops lines
+    truncated: int = 0  # problems counted but not listed (over MAX_PROBLEMS_PER_FILE)
+    has_tools: bool = False
+    error_lines: set[int] = field(default_factory=set)
+
+    def add(self, line: int, severity: str, code: str, message: str, **extra) -> None:
+        if severity == ERROR:
+            self.errors += 1
+            self.error_lines.add(line)
+        else:
+            self.warnings += 1
+        if len(self.problems) < MAX_PROBLEMS_PER_FILE:
+            self.problems.append(Problem(line, severity, code, message, extra=extra))
+        else:
+            self.truncated += 1
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "records": self.records, "valid": self.valid,
+                "errors": self.errors, "warnings": self.warnings, "fatal": self.fatal,
+                "has_tools": self.has_tools, "truncated_problems": self.truncated,
+                "problems": [p.to_dict() for p in sorted(self.problems, key=lambda p: p.line)]}
+
+
+@dataclass
+class CheckReport:
+    files: list[FileReport]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.errors for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {"files": [f.to_dict() for f in self.files]}
+
+
+# Type tracking (what pyarrow's JSON reader refuses) ---------------------------------------------
+_KIND_NAMES = {"s": "a string", "n": "a number", "b": "a boolean", "o": "an object", "l": "a list"}
+
+
+def _kind(value) -> str | None:
+    t = type(value)
+    if t is str:
+        return "s"
+    if t is bool:
+        return "b"
+    if t is int or t is float:
+        return "n"
+    if t is dict:
+        return "o"
+    if t is list:
+        return "l"
+    return None
+
+
+class _Types:
+    """Lines per JSON kind per field path (``messages[].content``). pyarrow's JSON reader needs one
+    kind per field across the file; the kind most lines use is taken as intended, the others clash."""
+
+    STANDARD = (("messages", "l"), ("messages[]", "o"), ("messages[].role", "s"), ("messages[].content", "s"))
+    MAX_LINES = 10_000
+
+    def __init__(self) -> None:
+        # path -> kind -> [line count, last line, first line, lines (capped)]
+        self.kinds: dict[str, dict[str, list]] = {}
+
+    def _note(self, path: str, kind: str, line: int, keep_line: bool = True) -> None:
+        by_kind = self.kinds.setdefault(path, {})
+        entry = by_kind.get(kind)
+        if entry is None:
+            by_kind[kind] = [1, line, line, [line] if keep_line else []]
+        elif entry[1] != line:
+            entry[0] += 1
+            entry[1] = line
+            if keep_line and len(entry[3]) < self.MAX_LINES:
+                entry[3].append(line)
+
+    def walk(self, value, path: str, line: int) -> None:
+        kind = _kind(value)
+        if kind is None:
+            return
+        self._note(path, kind, line)
+        if kind == "o":
+            for key, sub in value.items():
+                self.walk(sub, f"{path}.{key}" if path else key, line)
+        elif kind == "l":
+            for sub in value:
+                self.walk(sub, f"{path}[]", line)
+
+    def add_fast(self, lines: int, first: int, msg_lines: int, msg_first: int) -> None:
+        """Count the lines of the usual shape (the fast path counts them without their numbers)."""
+        for (path, kind), count, line in zip(self.STANDARD, (lines, msg_lines, msg_lines, msg_lines),
+                                             (first, msg_first, msg_first, msg_first), strict=True):
+            if not count:
+                continue
+            entry = self.kinds.setdefault(path, {}).setdefault(kind, [0, 0, line, []])
+            entry[0] += count
+            entry[2] = min(entry[2], line) if entry[2] else line
+
+    def clashes(self):
+        """(path, minority kind, its entry, majority kind, its entry) for every clashing field."""
+        for path, by_kind in self.kinds.items():
+            if len(by_kind) < 2:
+                continue
+            major = max(by_kind, key=lambda k: (by_kind[k][0], -by_kind[k][2]))
+            for kind, entry in by_kind.items():
+                if kind != major:
+                    yield path, kind, entry, major, by_kind[major]
+
+
+_ALTERNATION = ["user", "assistant"] * 4096
+
+
+def _utf8_error(raw: bytes) -> str | None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"byte {err.start + 1} of the line is not valid UTF-8 ({raw[err.start:err.start + 1]!r})"
+    return None
+
+
+def check_file(path: Path, cutoff: int | None = None, tokenizer=None, _fast: bool = True) -> FileReport:
+    """Check one ChatML JSONL file (see the module docstring)."""
+    path = Path(path)
+    report = FileReport(path=str(path))
+    if not path.is_file():
+        raise UserError(f"no such file: {path}", fix="pass the path of a ChatML .jsonl file", where=str(path))
+    types = _Types()
+    use_fast = _fast
+    fast_lines = fast_first = fast_msg_lines = fast_msg_first = 0
+    seen: dict[int, int] = {}  # hash of the line -> first line number
+    unknown: dict[str, list[int]] = {}  # key -> [first line, count]
+    crlf = [0, 0]
+    blank = [0, 0]
+    classify = chatml.classify
+    add = report.add
+    to_measure: list[tuple[int, list]] = []
+
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+                add(1, WARNING, BOM, "file starts with a UTF-8 byte order mark")
+            if raw.endswith(b"\r\n"):
+                crlf[0] = crlf[0] or lineno
+                crlf[1] += 1
+            if not raw.strip():
+                blank[0] = blank[0] or lineno
+                blank[1] += 1
+                continue
+            report.records += 1
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                bad = _utf8_error(raw)
+                if bad:
+                    add(lineno, ERROR, INVALID_UTF8, f"{bad}; LLaMA-Factory fails on it")
+                else:
+                    add(lineno, ERROR, INVALID_JSON, f"invalid JSON ({err}); LLaMA-Factory fails to load the file")
+                report.fatal = True
+                continue
+            if type(rec) is not dict:
+                add(lineno, ERROR, NOT_OBJECT, f"line is {_KIND_NAMES.get(_kind(rec), 'null')}, not a JSON object; "
+                    "LLaMA-Factory fails to load the file")
+                report.fatal = True
+                continue
+            h = hash(raw.strip())
+            first = seen.get(h)
+            if first is None:
+                seen[h] = lineno
+            msgs = rec.get("messages")
+            # Fast path: the usual shape {"messages": [{"role": str, "content": str}, ...]} with
+            # non-empty contents and plain (system) user/assistant alternation; everything else goes
+            # the slow way (type tracking, structure, chatml.classify).
+            ok_shape = False
+            if use_fast and len(rec) == 1 and type(msgs) is list:
+                roles = []
+                for m in msgs:
+                    if type(m) is not dict or len(m) != 2:
+                        break
+                    r = m.get("role")
+                    c = m.get("content")
+                    if type(r) is not str or type(c) is not str or not c or c.isspace():
+                        break
+                    roles.append(r)
+                else:
+                    ok_shape = True
+                    fast_lines += 1
+                    fast_first = fast_first or lineno
+                    if msgs:
+                        fast_msg_lines += 1
+                        fast_msg_first = fast_msg_first or lineno
+                    n = len(roles)
+                    if n and n % 2 == 0 and roles == _ALTERNATION[:n]:
+                        pass
+                    elif n > 2 and n % 2 == 1 and roles[0] == "system" and roles[1:] == _ALTERNATION[:n - 1]:
+                        pass
+                    else:
+                        verdict = classify(msgs)
+                        if verdict is not None:
+                            code, message, _turn = verdict
+                            add(lineno, ERROR, code, message)
+                            if code in (chatml.CONTENT_NOT_STRING, chatml.BAD_FUNCTION_CALL):
+                                report.fatal = True
+                            continue
+                    if first is not None:
+                        add(lineno, WARNING, DUPLICATE, f"same conversation as line {first}", duplicate_of=first)
+                    report.valid += 1
+                    if tokenizer is not None and cutoff:
+                        to_measure.append((lineno, msgs))
+                        if len(to_measure) >= 512:
+                            _flag_long(report, to_measure, tokenizer, cutoff)
+                            to_measure.clear()
+                    continue
+            if not ok_shape:
+                types.walk(rec, "", lineno)
+                for key in rec:
+                    if key not in chatml.KNOWN_TOP_KEYS:
+                        slot = unknown.setdefault(key, [lineno, 0])
+                        slot[1] += 1
+                tools = rec.get("tools")
+                if tools is not None:
+                    report.has_tools = True
+                    if type(tools) is not str:
+                        add(lineno, WARNING, TOOLS_NOT_STRING, '"tools" is not a JSON string')
+                if msgs is None:
+                    add(lineno, ERROR, MESSAGES_MISSING, '"messages" is missing or null; LLaMA-Factory\'s '
+                        "converter fails on it and the run stops")
+                    report.fatal = True
+                    continue
+                if type(msgs) is not list:
+                    add(lineno, ERROR, MESSAGES_NOT_LIST, f'"messages" is {_KIND_NAMES[_kind(msgs)]}, not a list; '
+                        "LLaMA-Factory fails on it")
+                    report.fatal = True
+                    continue
+                bad_item = False
+                for i, m in enumerate(msgs):
+                    if type(m) is not dict:
+                        add(lineno, ERROR, MESSAGE_NOT_OBJECT, f"message {i + 1} is "
+                            f"{_KIND_NAMES.get(_kind(m), 'null')}, not an object")
+                        bad_item = True
+                        report.fatal = True
+                        break
+                    for key in m:
+                        if key not in chatml.KNOWN_MESSAGE_KEYS:
+                            slot = unknown.setdefault(f"messages[].{key}", [lineno, 0])
+                            slot[1] += 1
+                    role = m.get("role")
+                    if role is not None and type(role) is not str:
+                        add(lineno, ERROR, ROLE_NOT_STRING, f"message {i + 1} role is {_KIND_NAMES[_kind(role)]}")
+                        bad_item = True
+                        break
+                if bad_item:
+                    continue
+            verdict = classify(msgs)
+            if verdict is not None:
+                code, message, _turn = verdict
+                add(lineno, ERROR, code, message)
+                if code in (chatml.CONTENT_NOT_STRING, chatml.BAD_FUNCTION_CALL):
+                    report.fatal = True
+                continue
+            if msgs[0].get("role") == chatml.SYSTEM and msgs[0].get("content") is None:
+                add(lineno, WARNING, SYSTEM_CONTENT_NULL, "system message has no content")
+            for i, m in enumerate(msgs):
+                c = m.get("content")
+                if type(c) is str and (not c or c.isspace()):
+                    add(lineno, WARNING, EMPTY_CONTENT, f"message {i + 1} ({m.get('role')}) is empty or whitespace")
+                    break
+            if first is not None:
+                add(lineno, WARNING, DUPLICATE, f"same conversation as line {first}", duplicate_of=first)
+            report.valid += 1
+            if tokenizer is not None and cutoff:
+                to_measure.append((lineno, msgs))
+                if len(to_measure) >= 512:
+                    _flag_long(report, to_measure, tokenizer, cutoff)
+                    to_measure.clear()
+    if to_measure:
+        _flag_long(report, to_measure, tokenizer, cutoff)
+    types.add_fast(fast_lines, fast_first, fast_msg_lines, fast_msg_first)
+    clashes = list(types.clashes())
+    if use_fast and any((path, kind) in _Types.STANDARD for path, kind, *_ in clashes):
+        # The usual shape is the minority here: count again keeping every line number.
+        return check_file(path, cutoff=cutoff, tokenizer=tokenizer, _fast=False)
+    for fpath, kind, entry, major, major_entry in clashes:
+        count, _last, _first, lines = entry
+        report.fatal = True
+        for line in lines:
+            if line not in report.error_lines:
+                report.valid -= 1
+            add(line, ERROR, TYPE_CLASH,
+                f"field {fpath} is {_KIND_NAMES[kind]} here but {_KIND_NAMES[major]} on {major_entry[0]} "
+                f"line(s) (first: line {major_entry[2]}); LLaMA-Factory fails to load the whole file "
+                "(DatasetGenerationError, no line number)", field=fpath)
+        if count > len(lines):
+            add(lines[-1], ERROR, TYPE_CLASH, f"... and {count - len(lines)} more lines where {fpath} is "
+                f"{_KIND_NAMES[kind]}", field=fpath)
+    if crlf[1]:
+        add(crlf[0], WARNING, CRLF, f"{crlf[1]} line(s) end with CRLF (first here)", count=crlf[1])
+    if blank[1]:
+        add(blank[0], WARNING, BLANK_LINE, f"{blank[1]} blank line(s) (first here); LLaMA-Factory skips them",
+            count=blank[1])
+    for key, (first_line, count) in unknown.items():
+        add(first_line, WARNING, UNKNOWN_KEY, f"unknown key {key!r} seen {count} time(s) (first here)",
+            key=key, count=count)
+    if report.valid == 0:
+        add(0, ERROR, NO_RECORDS, "no conversation in this file survives LLaMA-Factory's checks")
+    return report
+
+
+def _flag_long(report: FileReport, batch: list[tuple[int, list]], tokenizer, cutoff: int) -> None:
+    from finetune.data.stats import conversation_lengths
+
+    for (lineno, _msgs), n in zip(batch, conversation_lengths(tokenizer, [m for _, m in batch]), strict=True):
+        if n > cutoff:
+            report.add(lineno, WARNING, TOO_LONG, f"{n} tokens, longer than the cutoff {cutoff}; "
+                       "LLaMA-Factory truncates it", tokens=n)
+
+
+def check_files(paths: Iterable[str | Path], cutoff: int | None = None, tokenizer=None) -> CheckReport:
+    """Check each file. ``tokenizer`` may be a loaded tokenizer or a path (loaded with transformers)."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("no files to check", fix="invoke data.check dataset/llamafactory/FILE.jsonl")
+    if isinstance(tokenizer, (str, Path)):
+        from finetune.data.stats import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer)
+    if tokenizer is not None and not cutoff:
+        raise UserError("--tokenizer needs --cutoff", fix="add --cutoff 1024 (your cutoff_len)")
+    return CheckReport([check_file(p, cutoff=cutoff, tokenizer=tokenizer) for p in paths])
+
+
+# Output -----------------------------------------------------------------------------------------
+def render(report: CheckReport, max_lines: int = 50, console=None) -> None:
+    """A rich summary table per file, then ``file:line code message`` + fix for each problem."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(soft_wrap=True)
+    table = Table(title="data.check")
+    for col in ("file", "records", "valid", "errors", "warnings", "LLaMA-Factory"):
+        table.add_column(col, justify="right" if col in ("records", "valid", "errors", "warnings") else "left")
+    for f in report.files:
+        verdict = ("[red]fails on the file[/]" if f.fatal else
+                   f"[yellow]drops {f.records - f.valid}[/]" if f.errors else "[green]loads all[/]")
+        table.add_row(f.path, str(f.records), str(f.valid), str(f.errors), str(f.warnings), verdict)
+    console.print(table)
+    for f in report.files:
+        shown = 0
+        for p in sorted(f.problems, key=lambda p: (p.severity != ERROR, p.line)):
+            if shown >= max_lines:
+                console.print(f"  ... {f.errors + f.warnings - shown} more (use --json for all)")
+                break
+            color = "red" if p.severity == ERROR else "yellow"
+            console.print(f"{f.path}:{p.line}: [{color}]{p.severity}[/] {p.code}: {p.message}", markup=True,
+                          highlight=False)
+            console.print(f"    fix: {p.fix or FIXES.get(p.code, '')}", highlight=False)
+            shown += 1
+
+
+def next_step(report: CheckReport, files: Sequence[str | Path]) -> str:
+    names = ",".join(str(p) for p in files)
+    if report.has_errors:
+        return f"fix the errors above, then: invoke data.check {names}"
+    return f"next: invoke data.register {names}"
