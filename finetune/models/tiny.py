@@ -81,6 +81,7 @@ def make_tiny_model(
     kind: str = DENSE,
     seed: int = 0,
     corpus_files: Sequence[Path] = (),
+    extra_corpus: Sequence[str] = (),
     pretrain_on: Sequence[Path] = (),
     pretrain_steps: int = 0,
     hidden_size: int = 64,
@@ -95,7 +96,7 @@ def make_tiny_model(
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    corpus = list(_BASE_CORPUS) + _corpus_from_chatml([*corpus_files, *pretrain_on])
+    corpus = list(_BASE_CORPUS) + list(extra_corpus) + _corpus_from_chatml([*corpus_files, *pretrain_on])
     tokenizer = build_tokenizer(corpus, vocab_size=vocab_size)
     common = dict(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,

@@ -1,0 +1,292 @@
+"""Pre-filling LLaMA-Factory's Web UI (LlamaBoard) from our layout.
+
+LlamaBoard keeps its state in folders relative to the current working directory
+(``llamaboard_cache``, ``llamaboard_config``, ``data``, ``saves``). We pin them to fixed places of
+the layout whatever folder the user starts from:
+
+* the UI process runs with ``cwd = layout.state_dir``, so ``llamaboard_cache`` is
+  ``layout.webui_cache_dir`` and ``llamaboard_config`` is ``layout.webui_config_dir``
+  (public behaviour: plain relative paths);
+* ``llamaboard_cache/user_config.yaml`` (LLaMA-Factory's user config) gets ``last_model`` and
+  ``path_dict`` so the model path is filled when the page opens;
+* ``llamaboard_config/<run_id>.yaml`` is a saved argument set (element id -> value) that the Train
+  tab's "Load arguments" restores: template, Data dir, datasets, Output dir (an absolute path with
+  the OS separator, which LLaMA-Factory uses as given) and the training arguments;
+* with method ``env`` the child Python also points ``DEFAULT_DATA_DIR`` / ``DEFAULT_SAVE_DIR`` at
+  the layout before the UI is built (so Data dir shows ``dataset/llamafactory`` and the Dataset
+  dropdown lists our datasets on open). Those are LLaMA-Factory internals: used only on versions
+  where they were verified (:data:`INTERNALS_VERIFIED`), otherwise the public mechanisms above
+  remain (``FINETUNE_WEBUI_NO_PATCH=1`` forces that fallback).
+
+Light at import: yaml and json only; LLaMA-Factory is imported inside :func:`run_child`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+from finetune.errors import UserError
+from finetune.layout import Layout
+
+USER_CONFIG = "user_config.yaml"
+MODEL_NAME = "Custom"  # LlamaBoard's own entry for "a model given by path"
+# Versions on which DEFAULT_DATA_DIR / DEFAULT_SAVE_DIR / DEFAULT_TEMPLATE were verified to pre-fill
+# the page (tests/smoke/test_webui_board.py checks the running version).
+INTERNALS_VERIFIED = ("0.9.5",)
+NO_PATCH_ENV = "FINETUNE_WEBUI_NO_PATCH"
+
+# Environment handed to the child UI Python (method "env").
+ENV_DATA_DIR = "FINETUNE_WEBUI_DATA_DIR"
+ENV_SAVE_DIR = "FINETUNE_WEBUI_SAVE_DIR"
+ENV_TEMPLATE = "FINETUNE_WEBUI_TEMPLATE"
+ENV_HOST = "FINETUNE_WEBUI_HOST"
+ENV_PORT = "FINETUNE_WEBUI_PORT"
+ENV_SHARE = "FINETUNE_WEBUI_SHARE"
+ENV_AUTH_USER = "FINETUNE_WEBUI_USER"
+ENV_AUTH_PASSWORD = "FINETUNE_WEBUI_PASSWORD"
+ENV_REFINE_ARG_SET = "FINETUNE_WEBUI_REFINE_ARG_SET"
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder + os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_output_dir(outputs_dir: str | PurePath, run_id: str, path_cls: type[PurePath] | None = None) -> str:
+    """The Output dir value for a run, written with the separator of the OS that runs the UI.
+
+    LlamaBoard treats an Output dir containing ``os.path.sep`` as a path and uses it as given
+    (otherwise it goes under ``saves/<model>/<method>/``); on Windows ``/`` is not ``os.path.sep``,
+    so the value must be built with the OS's path flavour (``path_cls`` is for tests).
+    """
+    cls = path_cls or type(Path())
+    return str(cls(str(outputs_dir)) / run_id)
+
+
+def registered_datasets(layout: Layout) -> list[str]:
+    """Names in ``dataset_info.json`` that the SFT stage lists (not ``ranking``), in file order."""
+    info_path = layout.dataset_info
+    if not info_path.is_file():
+        return []
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"dataset registry is not valid JSON: {err}", where=str(info_path),
+                        fix="invoke data.register --help  (re-register the files to rebuild it)") from None
+    if not isinstance(info, dict):
+        raise UserError("dataset registry must be a JSON object of name -> entry", where=str(info_path),
+                        fix="invoke data.register --help")
+    return [name for name, entry in info.items() if isinstance(entry, dict) and not entry.get("ranking")]
+
+
+def _yaml_load(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _yaml_dump(data: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(data), allow_unicode=True, sort_keys=False)
+
+
+# ---- the pre-fill ------------------------------------------------------------------------------
+@dataclass
+class BoardFiles:
+    """What :func:`prepare` wrote (paths are absolute)."""
+
+    run_id: str
+    user_config: Path
+    arg_set: Path
+    output_dir: str
+    datasets: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def arg_set_name(self) -> str:
+        """The "Config path" to pick in the Train tab before pressing "Load arguments"."""
+        return self.arg_set.name
+
+
+def light_compute_type(env: Mapping[str, str] | None = None) -> str:
+    """The compute type without importing torch (the launcher stays light): ``FINETUNE_COMPUTE_TYPE``,
+    else fp32 without an NVIDIA driver, else bf16 (the UI child refines it, see :func:`refine_compute_type`)."""
+    import shutil
+
+    env = os.environ if env is None else env
+    forced = env.get("FINETUNE_COMPUTE_TYPE", "").strip()
+    if forced:
+        return forced
+    return "bf16" if shutil.which("nvidia-smi") else "fp32"
+
+
+def refine_compute_type(arg_set: Path) -> str | None:
+    """In the UI child (torch is loaded there anyway): replace a guessed bf16 by what the card supports."""
+    from finetune.llama_factory.args import detect_compute_type
+
+    values = _yaml_load(arg_set)
+    if not values or values.get("train.compute_type") != "bf16":
+        return None
+    best = detect_compute_type()
+    if best != "bf16":
+        values["train.compute_type"] = best
+        write_atomic(arg_set, _yaml_dump(values))
+    return best
+
+
+def default_board_values(layout: Layout, run_id: str, model: str | None, template: str | None,
+                         datasets: Iterable[str]) -> dict[str, Any]:
+    """The saved argument set: LlamaBoard element id -> value.
+
+    Uses ``TrainSpec.to_board_config()`` (finetune/llama_factory/args.py: the same arguments headless
+    training writes) when that module exists; otherwise a minimal set of our own.
+    """
+    datasets = list(datasets)
+    output_dir = run_output_dir(layout.outputs_dir, run_id)
+    values: dict[str, Any] | None = None
+    try:
+        from finetune.llama_factory import args as lf_args  # the same arguments headless training writes
+    except ImportError:
+        lf_args = None
+    if lf_args is not None and hasattr(lf_args, "TrainSpec"):
+        try:
+            workers = lf_args.default_workers() if hasattr(lf_args, "default_workers") else 1
+            spec = lf_args.TrainSpec(model_path=model or "", template=template or "default",
+                                     dataset=datasets, dataset_dir=str(layout.data_dir),
+                                     output_dir=output_dir, extra={"preprocessing_num_workers": workers},
+                                     compute_type=light_compute_type())
+            values = dict(spec.to_board_config())
+        except (TypeError, ValueError):  # a TrainSpec of another shape: keep our own set below
+            values = None
+    if values is None:
+        values = {
+            "top.finetuning_type": "lora",
+            "train.training_stage": "Supervised Fine-Tuning",
+            "train.extra_args": json.dumps({"optim": "adamw_torch",
+                                            "preprocessing_num_workers": max(1, min(16, os.cpu_count() or 1))}),
+        }
+    # Our layout always wins for where things are.
+    values["train.dataset_dir"] = str(layout.data_dir)
+    values["train.dataset"] = datasets
+    values["train.output_dir"] = output_dir
+    # Without --model / --template leave those fields to the page (user config, model name).
+    if template:
+        values["top.template"] = template
+    else:
+        values.pop("top.template", None)
+    if model:
+        values["top.model_path"] = str(model)
+    else:
+        values.pop("top.model_path", None)
+    # Changing top.model_name resets model path and template (see FIELD-NOTES): never load it.
+    values.pop("top.model_name", None)
+    return values
+
+
+def prepare(layout: Layout, run_id: str, model: str | Path | None = None, template: str | None = None,
+            overrides: Mapping[str, Any] | None = None) -> BoardFiles:
+    """Write user_config.yaml and the saved argument set for ``run_id``; return where they are."""
+    model_path = str(Path(model).expanduser().resolve()) if model else None
+    if model_path and not Path(model_path).exists():
+        raise UserError(f"model path does not exist: {model_path}", where="--model",
+                        fix="pass a folder with config.json and the tokenizer, e.g. --model finetune/cache/models/tiny-qwen2")
+    layout.ensure(layout.webui_cache_dir, layout.webui_config_dir)
+
+    # user_config.yaml: keep what the user had (language, hub, other models), set ours.
+    cfg_path = layout.webui_cache_dir / USER_CONFIG
+    cfg = {"lang": None, "hub_name": None, "last_model": None, "path_dict": {}, "cache_dir": None}
+    cfg.update(_yaml_load(cfg_path))
+    if not isinstance(cfg.get("path_dict"), dict):
+        cfg["path_dict"] = {}
+    if model_path:
+        cfg["last_model"] = MODEL_NAME
+        cfg["path_dict"][MODEL_NAME] = model_path
+    write_atomic(cfg_path, _yaml_dump(cfg))
+
+    datasets = registered_datasets(layout)
+    values = default_board_values(layout, run_id, model_path, template, datasets)
+    values.update(overrides or {})
+    arg_set = layout.webui_config_dir / f"{run_id}.yaml"
+    write_atomic(arg_set, _yaml_dump(values))
+    return BoardFiles(run_id=run_id, user_config=cfg_path, arg_set=arg_set,
+                      output_dir=str(values["train.output_dir"]), datasets=datasets, values=values)
+
+
+# ---- the child UI process (method "env") ---------------------------------------------------------
+def internals_usable(version: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether to set LlamaBoard's module defaults (verified versions only, unless disabled)."""
+    env = os.environ if env is None else env
+    return version in INTERNALS_VERIFIED and env.get(NO_PATCH_ENV, "") not in ("1", "true", "True")
+
+
+def apply_defaults(env: Mapping[str, str]) -> bool:
+    """Point LlamaBoard's Data dir / save dir / Custom template at ours before the UI is built.
+
+    Returns True when applied. Must run before ``llamafactory.webui.interface`` is imported (the
+    components copy the constants at import).
+    """
+    from importlib.metadata import version
+
+    if not internals_usable(version("llamafactory"), env):
+        return False
+    from llamafactory.extras import constants
+    from llamafactory.webui import common
+
+    if not all(hasattr(common, n) for n in ("DEFAULT_DATA_DIR", "DEFAULT_SAVE_DIR")):
+        return False
+    if env.get(ENV_DATA_DIR):
+        common.DEFAULT_DATA_DIR = env[ENV_DATA_DIR]
+    if env.get(ENV_SAVE_DIR):
+        common.DEFAULT_SAVE_DIR = env[ENV_SAVE_DIR]
+    if env.get(ENV_TEMPLATE) and isinstance(getattr(constants, "DEFAULT_TEMPLATE", None), dict):
+        constants.DEFAULT_TEMPLATE[MODEL_NAME] = env[ENV_TEMPLATE]
+    return True
+
+
+def run_child(env: Mapping[str, str] | None = None) -> None:
+    """Entry of the UI process started by the launcher with method ``env`` (blocks)."""
+    env = os.environ if env is None else env
+    patched = apply_defaults(env)
+    if env.get(ENV_REFINE_ARG_SET):
+        try:
+            refine_compute_type(Path(env[ENV_REFINE_ARG_SET]))
+        except Exception as err:  # noqa: BLE001 - the page works without it; say so in the log
+            print(f"[finetune] could not check the compute type: {err}", flush=True)
+    from llamafactory.extras.misc import fix_proxy
+    from llamafactory.webui.interface import create_ui
+
+    host = env.get(ENV_HOST, "127.0.0.1")
+    port = int(env.get(ENV_PORT, "7860"))
+    user, password = env.get(ENV_AUTH_USER), env.get(ENV_AUTH_PASSWORD)
+    auth = (user, password) if user and password else None
+    print(f"[finetune] LlamaBoard on {host}:{port}; cwd {Path.cwd()}; "
+          f"defaults {'set to our layout' if patched else 'left as they are (use Load arguments)'}",
+          flush=True)
+    fix_proxy(ipv6_enabled=":" in host)
+    create_ui().queue().launch(server_name=host, server_port=port, share=env.get(ENV_SHARE) == "1",
+                               auth=auth, inbrowser=False, show_error=True)
+
+
+if __name__ == "__main__":  # python -m finetune.llama_factory.board (what the launcher starts)
+    sys.exit(run_child())
