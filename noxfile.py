@@ -73,8 +73,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def smoke(session: nox.Session) -> None:
-    """Full CPU stack, then the smoke suite: real LLaMA-Factory training on the tiny model."""
+    """Full CPU stack, the demo end to end, then the smoke suite (real LLaMA-Factory training)."""
     rest = full_stack(session)
+    session.run("invoke", "demo")
     session.run("pytest", "tests/smoke", "-m", "smoke", *rest)
 
 

@@ -309,10 +309,26 @@ def verify(c, run, data, max_samples=200, base=None, template=None, json=False):
     print(_json.dumps(report, ensure_ascii=False)) if json else vf.render(report)
 
 
-@task
-def demo(c):
+@task(help={
+    "model": "a real base model folder instead of the tiny one made on the spot",
+    "template": "chat template of that model (default qwen)",
+    "interactive": "wait for you to press Start in the browser instead of training headless",
+    "no_webui": "skip starting the Web UI (headless only)",
+    "port": "Web UI port (the next free one if taken; default 7860)",
+    "fresh_model": "rebuild the tiny base model even if a cached one exists",
+    "json": "print the summary as JSON (stage times, match rates, paths)",
+})
+def demo(c, model=None, template="qwen", interactive=False, no_webui=False, port=7860, fresh_model=False,
+         json=False):
     """The whole chain on a tiny model: raw data -> Web UI -> train -> verified answers."""
-    guarded(lambda: (_ for _ in ()).throw(not_built("demo", 6)))
+    import json as _json
+
+    from finetune.demo import Demo, render_summary
+
+    result = guarded(lambda: Demo(_layout(), model=model, template=template, webui=not no_webui,
+                                  interactive=interactive, port=port, fresh_model=fresh_model,
+                                  progress=not json).run(), as_json=json)
+    print(_json.dumps(result.as_dict(), indent=2, ensure_ascii=False)) if json else render_summary(result)
 
 
 data = Collection("data")
