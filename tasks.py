@@ -172,7 +172,7 @@ def webui(c, host="127.0.0.1", port=7860, strict_port=False, method="env", model
         raise SystemExit(code)
 
 
-@task(iterable=["dataset"], help={
+@task(iterable=["dataset"], auto_shortflags=False, help={
     "model": "base model folder (or hub id when online), e.g. finetune/cache/models/tiny-qwen2",
     "template": "chat template the model uses (LLaMA-Factory name: qwen, llama3, ...)",
     "dataset": "registered dataset name; repeat the flag or give a comma list (a,b)",
@@ -185,14 +185,27 @@ def webui(c, host="127.0.0.1", port=7860, strict_port=False, method="env", model
     "max_samples": "use at most this many conversations per dataset (default 100000)",
     "save_steps": "save a checkpoint-N every this many steps (default 100)",
     "resume": "continue this run id from its latest checkpoint-N (other flags are ignored)",
+    "nproc_per_node": "processes (GPUs) per node; > 1 starts torchrun (FORCE_TORCHRUN=1)",
+    "nnodes": "number of nodes (machines) in the job",
+    "node_rank": "this node's rank, 0 .. nnodes-1 (0 is the master)",
+    "master_addr": "address of node 0 that every node reaches (default 127.0.0.1)",
+    "master_port": "free TCP port on node 0 for the rendezvous (default 29500)",
+    "deepspeed": "DeepSpeed ZeRO config written into the run folder: z2, z3, z2-offload, z3-offload",
+    "preset": "'throughput': batch sized to the GPU's free memory, packing, no recomputation when it fits",
+    "quantization_bit": "QLoRA: load the base in 4 or 8 bits (needs CUDA and bitsandbytes)",
     "json": "print the result as JSON (no progress bar)",
 })
 def train(c, model="", template="", dataset=None, run_name="", epochs=3.0, lr=5e-5, batch_size=2, cutoff=2048,
-          lora_rank=8, max_samples=100000, save_steps=100, resume="", json=False):
+          lora_rank=8, max_samples=100000, save_steps=100, resume="", nproc_per_node=1, nnodes=1, node_rank=0,
+          master_addr="127.0.0.1", master_port=29500, deepspeed="", preset="", quantization_bit=0, json=False):
     """Train headless with the same arguments the Web UI writes (training_args.yaml + llamaboard_config.yaml)."""
     import json as _json
 
+    import sys
+
     from finetune.llama_factory import train as tr
+    from finetune.llama_factory.distributed import DistSpec
+    from finetune.llama_factory.scale import scale_settings
 
     layout = _layout()
 
@@ -208,7 +221,13 @@ def train(c, model="", template="", dataset=None, run_name="", epochs=3.0, lr=5e
         spec = tr.spec_from_flags(layout, model=model, template=template or "default", dataset=list(dataset),
                                   epochs=float(epochs), lr=float(lr), batch_size=int(batch_size), cutoff=int(cutoff),
                                   lora_rank=int(lora_rank), max_samples=int(max_samples), save_steps=int(save_steps))
-        return tr.train(layout, spec, name=run_name, progress=not json)
+        dist = DistSpec(int(nproc_per_node), int(nnodes), int(node_rank), master_addr, int(master_port),
+                        deepspeed or None)
+        scale = scale_settings(model, dist, preset or None, int(quantization_bit) or None, int(cutoff))
+        scale.apply(spec)
+        for note in scale.notes:
+            print(note, file=sys.stderr)
+        return tr.train(layout, spec, name=run_name, progress=not json, env=scale.env)
 
     result = guarded(run, as_json=json)
     if json:

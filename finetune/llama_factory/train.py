@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import UserError
+from finetune.llama_factory.distributed import DEEPSPEED_CHOICES, write_deepspeed_config
 from finetune.layout import Layout
 from finetune.llama_factory.args import (
     LLAMABOARD_CONFIG,
@@ -247,6 +248,9 @@ def train(layout: Layout, spec: TrainSpec | None, run_id: str | None = None, res
         spec.output_dir = str(run_dir)
         spec.resolved_compute_type()
         run_dir.mkdir(parents=True, exist_ok=True)
+        ds_kind = spec.extra.get("deepspeed")
+        if ds_kind in DEEPSPEED_CHOICES:  # the config travels with the run
+            spec.extra["deepspeed"] = str(write_deepspeed_config(run_dir, ds_kind))
         yaml_path = run_dir / TRAINING_ARGS
         atomic_write_text(yaml_path, dump_yaml(spec.to_training_args()))
         atomic_write_text(run_dir / LLAMABOARD_CONFIG, dump_yaml(spec.to_board_config(include_paths=False)))

@@ -1,0 +1,108 @@
+"""Scale-out settings for one run: distributed launch, DeepSpeed, QLoRA and the throughput preset,
+checked together (every problem in one message) and turned into training arguments + environment.
+
+Light: CUDA is detected with ``nvidia-smi`` (no torch import); the trainer child checks for real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from finetune.errors import UserError
+from finetune.llama_factory.distributed import DEEPSPEED_CHOICES, DistSpec
+from finetune.llama_factory.presets import ModelShape, throughput_preset
+
+PRESETS = ("throughput",)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def cuda_free_gib() -> float | None:
+    """Free memory of GPU 0 in GiB from nvidia-smi, or None without an NVIDIA GPU."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return float(out.splitlines()[0]) / 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+# Preset keys that are TrainSpec fields (shown in their own Web UI boxes), not "extra arguments".
+_SPEC_FIELDS = {"per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len"}
+
+
+@dataclass
+class ScaleSettings:
+    fields: dict = field(default_factory=dict)  # TrainSpec field overrides
+    extra: dict = field(default_factory=dict)  # the page's "Extra arguments"
+    env: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory's launcher variables
+    notes: list[str] = field(default_factory=list)
+
+    def apply(self, spec) -> None:
+        """Put these settings on a TrainSpec (fields, extra arguments, quantization)."""
+        for key, value in self.fields.items():
+            setattr(spec, key, value)
+        spec.extra.update(self.extra)
+
+
+def scale_settings(model_path: str, dist: DistSpec, preset: str | None = None, quantization_bit: int | None = None,
+                   cutoff_len: int = 2048, free_gib: float | None | str = "detect") -> ScaleSettings:
+    """Training arguments (``extra``) and launcher variables (``env``) for these flags.
+
+    ``extra["deepspeed"]`` holds the config *kind* (z2, ...); ``train()`` writes the JSON into the
+    run folder and replaces it with that path.
+    """
+    free = cuda_free_gib() if free_gib == "detect" else free_gib
+    cuda = free is not None
+    problems = list(dist.problems())
+    fixes = []
+    if preset and preset not in PRESETS:
+        problems.append(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
+    if quantization_bit not in (None, 4, 8):
+        problems.append(f"--quantization-bit {quantization_bit} must be 4 or 8")
+    elif quantization_bit:
+        if not cuda:
+            problems.append(f"--quantization-bit {quantization_bit} (QLoRA) needs an NVIDIA GPU with CUDA; "
+                            "none was found (no nvidia-smi)")
+            fixes.append("drop --quantization-bit on this machine (plain LoRA), or run on a CUDA machine")
+        if not _installed("bitsandbytes"):
+            problems.append("--quantization-bit needs bitsandbytes, which is not installed")
+            fixes.append('python -m pip install "bitsandbytes>=0.43"')
+    if dist.deepspeed and dist.deepspeed in DEEPSPEED_CHOICES and not _installed("deepspeed"):
+        problems.append(f"--deepspeed {dist.deepspeed} needs the deepspeed package, which is not installed")
+        fixes.append('python -m pip install "deepspeed>=0.10,<=0.16.9"')
+    if problems:
+        raise UserError(f"{len(problems)} problem(s) with the training flags", details=problems,
+                        fix="; ".join(fixes) or "correct the flags above (invoke --help train)")
+
+    out = ScaleSettings(env=dist.env())
+    if quantization_bit:
+        out.fields["quantization_bit"] = quantization_bit
+    if dist.deepspeed:
+        out.extra["deepspeed"] = dist.deepspeed
+    if dist.distributed and not cuda:
+        out.extra["ddp_backend"] = "gloo"
+        out.notes.append("no CUDA: ranks talk over gloo on the CPU")
+    if dist.distributed:
+        out.notes.append(f"torchrun: {dist.nnodes} node(s) x {dist.nproc_per_node} process(es); "
+                         f"node {dist.node_rank}, master {dist.master_addr}:{dist.master_port}")
+    if preset == "throughput":
+        shape = ModelShape.from_config(Path(model_path)) if (Path(model_path) / "config.json").is_file() else None
+        if shape is None:
+            out.notes.append("--preset throughput: model config not readable here; defaults kept")
+        else:
+            p = throughput_preset(shape, free, cutoff_len, bf16=cuda, flash_attn_installed=_installed("flash_attn"),
+                                  liger_installed=_installed("liger_kernel"), quant_bits=quantization_bit)
+            out.fields.update({k: v for k, v in p.args.items() if k in _SPEC_FIELDS})
+            out.extra.update({k: v for k, v in p.args.items() if k not in _SPEC_FIELDS})
+            out.notes += [f"--preset throughput: {r}" for r in p.reasons]
+    return out
