@@ -262,7 +262,10 @@ def train(layout: Layout, spec: TrainSpec | None, run_id: str | None = None, res
     # LLaMA-Factory's normal log level in train.log even when this process quieted it for inference
     child_env = {"DISABLE_VERSION_CHECK": "1", "LLAMABOARD_ENABLED": "1", "LLAMABOARD_WORKDIR": str(run_dir),
                  "GRADIO_ANALYTICS_ENABLED": "False", "LLAMAFACTORY_VERBOSITY": "INFO",
-                 "TRANSFORMERS_VERBOSITY": "warning", **(env or {})}
+                 "TRANSFORMERS_VERBOSITY": "warning",
+                 # LLaMA-Factory runs `torchrun` by name: find the one beside this Python even unactivated
+                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+                 **(env or {})}
     start_step = (read_trainer_log(run_dir) or [{}])[-1].get("current_steps", 0) if resume else 0
     t0 = time.monotonic()
     proc = popen_group(_child_cmd(yaml_path, overrides), log_path=log_path, env=child_env, cwd=layout.root)
