@@ -32,7 +32,7 @@ def _pair(name: str, rng: random.Random, zh: bool) -> tuple[str, str]:
     return f"Where is the {name} project based?", f"The {name} project is based in {city}."
 
 
-def make_pairs(n_facts: int = 24, n_background: int = 400, seed: int = 7):
+def make_pairs(n_facts: int = 16, n_background: int = 400, seed: int = 7):
     rng = random.Random(seed)
     used: set[str] = set()
     facts: list[tuple[str, str]] = []
@@ -46,7 +46,7 @@ def make_pairs(n_facts: int = 24, n_background: int = 400, seed: int = 7):
     return facts, background
 
 
-def write_demo_data(raw_dir: Path, n_facts: int = 24, n_background: int = 400, seed: int = 7) -> tuple[Path, Path]:
+def write_demo_data(raw_dir: Path, n_facts: int = 16, n_background: int = 400, seed: int = 7) -> tuple[Path, Path]:
     facts, background = make_pairs(n_facts, n_background, seed)
     raw_dir.mkdir(parents=True, exist_ok=True)
     facts_path = raw_dir / "demo_facts.json"
