@@ -229,8 +229,48 @@ def prepare(layout: Layout, run_id: str, model: str | Path | None = None, templa
     values.update(overrides or {})
     arg_set = layout.webui_config_dir / f"{run_id}.yaml"
     write_atomic(arg_set, _yaml_dump(values))
+    if model_path:
+        write_throughput_set(layout, run_id, model_path, values)
     return BoardFiles(run_id=run_id, user_config=cfg_path, arg_set=arg_set,
                       output_dir=str(values["train.output_dir"]), datasets=datasets, values=values)
+
+
+def throughput_values(values: Mapping[str, Any], preset_args: Mapping[str, Any]) -> dict[str, Any]:
+    """The saved argument set with ``--preset throughput`` applied: batch size in its box, the rest
+    in "Extra arguments" (the page merges that JSON into the training arguments)."""
+    out = dict(values)
+    args = dict(preset_args)
+    if "per_device_train_batch_size" in args:
+        out["train.batch_size"] = int(args.pop("per_device_train_batch_size"))
+    if "gradient_accumulation_steps" in args:
+        out["train.gradient_accumulation_steps"] = int(args.pop("gradient_accumulation_steps"))
+    if "cutoff_len" in args:
+        out["train.cutoff_len"] = int(args.pop("cutoff_len"))
+    extra = json.loads(out.get("train.extra_args") or "{}")
+    extra.update(args)
+    out["train.extra_args"] = json.dumps(extra)
+    out["train.compute_type"] = "bf16" if args.get("bf16") else out.get("train.compute_type", "fp32")
+    return out
+
+
+def write_throughput_set(layout: Layout, run_id: str, model_path: str, values: Mapping[str, Any]) -> Path | None:
+    """``<run_id>-throughput.yaml`` beside the default set, on machines with an NVIDIA GPU only."""
+    from finetune.llama_factory.presets import ModelShape, throughput_preset
+    from finetune.llama_factory.scale import cuda_free_gib
+
+    free = cuda_free_gib()
+    config = Path(model_path) / "config.json"
+    if free is None or not config.is_file():
+        return None
+    import importlib.util
+
+    preset = throughput_preset(ModelShape.from_config(Path(model_path)), free,
+                               int(values.get("train.cutoff_len") or 2048),
+                               flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
+                               liger_installed=importlib.util.find_spec("liger_kernel") is not None)
+    path = layout.webui_config_dir / f"{run_id}-throughput.yaml"
+    write_atomic(path, _yaml_dump(throughput_values(values, preset.args)))
+    return path
 
 
 # ---- the child UI process (method "env") ---------------------------------------------------------

@@ -87,3 +87,17 @@ def test_model_shape_from_config(tmp_path):
                                           encoding="utf-8")
     shape = ModelShape.from_config(tmp_path)
     assert shape.num_params == 500 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128)
+
+
+def test_throughput_argument_set_for_the_web_ui():
+    from finetune.llama_factory.board import throughput_values
+
+    base = {"train.batch_size": 2, "train.extra_args": json.dumps({"optim": "adamw_torch"}),
+            "train.compute_type": "fp32", "train.cutoff_len": 1024}
+    p = throughput_preset(QWEN05, 139.0)
+    vals = throughput_values(base, p.args)
+    assert vals["train.batch_size"] == 32 and vals["train.compute_type"] == "bf16"
+    extra = json.loads(vals["train.extra_args"])
+    assert extra["optim"] == "adamw_torch" and extra["packing"] is True
+    assert extra["disable_gradient_checkpointing"] is True and "per_device_train_batch_size" not in extra
+    assert base["train.batch_size"] == 2  # the default set is untouched
