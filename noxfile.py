@@ -104,4 +104,5 @@ def cuda(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Ruff over the package, tasks, tools and tests."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "finetune", "tasks.py", "noxfile.py", "tools", "tests", "benchmarks", "process_data")
+    session.run("ruff", "check", "finetune", "tasks.py", "noxfile.py", "run_finetune.py", "tools", "tests",
+                "benchmarks", "process_data")

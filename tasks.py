@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from finetune.cli import guarded, not_built
+from finetune.cli import guarded
 from finetune.layout import Layout
 
 
@@ -200,7 +200,6 @@ def train(c, model="", template="", dataset=None, run_name="", epochs=3.0, lr=5e
           master_addr="127.0.0.1", master_port=29500, deepspeed="", preset="", quantization_bit=0, json=False):
     """Train headless with the same arguments the Web UI writes (training_args.yaml + llamaboard_config.yaml)."""
     import json as _json
-
     import sys
 
     from finetune.llama_factory import train as tr

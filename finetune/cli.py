@@ -26,7 +26,3 @@ def guarded(fn: Callable[[], T], as_json: bool = False) -> T:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
 
-
-def not_built(task: str, issue: int) -> UserError:
-    return UserError(f"`invoke {task}` is not built yet", fix=f"see issue #{issue} (issues show {issue})",
-                     exit_code=3)

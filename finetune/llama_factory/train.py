@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from finetune.errors import UserError
-from finetune.llama_factory.distributed import DEEPSPEED_CHOICES, write_deepspeed_config
 from finetune.layout import Layout
 from finetune.llama_factory.args import (
     LLAMABOARD_CONFIG,
@@ -33,6 +32,7 @@ from finetune.llama_factory.args import (
     known_templates,
     nearest,
 )
+from finetune.llama_factory.distributed import DEEPSPEED_CHOICES, write_deepspeed_config
 
 RUN_STATE = "finetune_run.json"
 TRAINER_LOG = "trainer_log.jsonl"
