@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,6 +97,8 @@ def e2e(session: nox.Session) -> None:
 @nox.session(default=False)
 def cuda(session: nox.Session) -> None:
     """CUDA stack and the GPU tests; skipped cleanly without a GPU."""
+    if not shutil.which("nvidia-smi"):
+        session.skip("no NVIDIA GPU here (nvidia-smi not found): nothing to test on CUDA")
     rest = full_stack(session, flavour=os.environ.get(platforms.FLAVOUR_ENV) or "linux-cuda")
     session.run("pytest", "tests/gpu", "-m", "gpu", *rest)
 

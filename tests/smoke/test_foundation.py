@@ -80,3 +80,19 @@ def test_doctor_reports_this_stack():
     assert "torchvision" in checks["torch set"]["detail"] and "torchaudio" in checks["torch set"]["detail"]
     assert checks["llamafactory"]["detail"] == "llamafactory 0.9.5"
     assert checks["accelerator"]["detail"].startswith(("CPU", "CUDA", "Apple"))
+
+
+def test_tiny_model_is_deterministic(tmp_path):
+    import hashlib
+
+    from finetune.models.tiny import make_tiny_model
+
+    def digest(folder: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+    a = digest(make_tiny_model(tmp_path / "a"))
+    b = digest(make_tiny_model(tmp_path / "b"))
+    assert "model.safetensors" in a and "tokenizer.json" in a
+    assert a == b
+    c = digest(make_tiny_model(tmp_path / "c", seed=1))
+    assert c["model.safetensors"] != a["model.safetensors"]
