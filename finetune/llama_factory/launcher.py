@@ -363,7 +363,7 @@ def _wait_ready(proc, url: str, log_path: Path, timeout: float, spinner: bool) -
                     raise UserError(f"the Web UI did not answer at {url} within {timeout:.0f} s", where=str(log_path),
                                     details=["last lines of its log:", *tail(log_path, 15).splitlines()],
                                     fix="invoke webui --timeout 600  (slow first start), or read the log")
-                time.sleep(0.2)
+                time.sleep(0.1)
     finally:
         if status_cm is not None:
             status_cm.__exit__(None, None, None)
