@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from finetune.env import platforms
 from finetune.layout import Layout
+from finetune.net import port_free, port_owner
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DEFAULT_PORT = 7860
@@ -235,31 +235,8 @@ def check_quantization(probe: dict | None) -> list[Check]:
     return out
 
 
-def port_owner(port: int) -> str:
-    """Who holds a local TCP port, where the OS lets us see it."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                proc = psutil.Process(conn.pid)
-                return f"PID {conn.pid} ({proc.name()}: {' '.join(proc.cmdline()[:4])})"
-    except Exception:  # noqa: BLE001 - access denied on some OSes; we say so below
-        pass
-    return "another process (the OS did not say which)"
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def check_port(port: int) -> Check:
-    if port_free(port):
+    if port_free("127.0.0.1", port):
         return Check("webui port", OK, f"port {port} is free on 127.0.0.1")
     return Check("webui port", WARN, f"port {port} is taken by {port_owner(port)}; the launcher will move "
                  "to the next free port", f"invoke webui --port {port + 1}  (or stop that process)")

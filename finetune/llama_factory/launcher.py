@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ if __name__ == "__main__" and not __package__:  # run as a script: make the kit 
 
 from finetune.errors import UserError  # noqa: E402
 from finetune.layout import Layout  # noqa: E402
+from finetune.net import port_free, port_owner  # noqa: E402
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("env", "cli")
@@ -127,34 +127,6 @@ def resolve_auth(host: str, method: str, user: str | None, password: str | None,
                         f"{host} safely", where="--method", fix=f"invoke webui --host {host} --method env --auth-user {user}")
     generated = not password
     return user, password or secrets.token_urlsafe(12), generated
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether ``host:port`` can be bound now (like gradio will)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host.strip("[]"), port))
-        except OSError:
-            return False
-    return True
-
-
-def port_owner(port: int) -> str:
-    """Who listens on a local TCP port, where the OS lets us see it."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                proc = psutil.Process(conn.pid)
-                return f"PID {conn.pid} ({proc.name()}: {' '.join(proc.cmdline()[:4])})"
-    except Exception:  # noqa: BLE001 - access denied on some OSes (macOS without root)
-        pass
-    return "another process (the OS did not say which)"
 
 
 def choose_port(host: str, port: int, strict: bool = False) -> tuple[int, str]:

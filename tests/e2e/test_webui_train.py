@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from e2e_webui_support import TINY_BOARD_ARGS, write_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "smoke"))
+from webui_support import TINY_BOARD_ARGS, write_dataset  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -4,7 +4,6 @@ Skipped cleanly, with the reason, on machines without one."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,20 +29,15 @@ requires_cuda = pytest.mark.skipif(not _cuda(), reason="no CUDA device on this m
 
 @pytest.fixture()
 def root(tmp_path) -> Path:
-    from runs_support import write_dataset
+    from runs_support import kit_root
 
-    (tmp_path / "pyproject.toml").write_text("", encoding="utf-8")
-    (tmp_path / "finetune").mkdir()
-    write_dataset(tmp_path / "dataset" / "llamafactory", n=32)
-    return tmp_path
+    return kit_root(tmp_path)
 
 
 def _train(root: Path, *flags: str) -> dict:
-    env = {**os.environ, "FINETUNE_ROOT": str(root), "DISABLE_VERSION_CHECK": "1"}
-    proc = subprocess.run([sys.executable, "-m", "invoke", "train", "--json", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from runs_support import invoke_train
+
+    return invoke_train(root, *flags)[1]
 
 
 @requires_cuda

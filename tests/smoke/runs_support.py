@@ -105,3 +105,24 @@ def trained(name: str = "finished", **kw):
         os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
         _MEMO[name] = train(shared_layout(), spec(**kw), run_id=f"20250101-000000-{name}", progress=False)
     return _MEMO[name]
+
+
+def kit_root(folder: Path, n: int = 32) -> Path:
+    """A throwaway project root (pyproject + finetune/) with the capitals dataset registered."""
+    (folder / "pyproject.toml").write_text("", encoding="utf-8")
+    (folder / "finetune").mkdir(exist_ok=True)
+    write_dataset(folder / "dataset" / "llamafactory", n=n)
+    return folder
+
+
+def invoke_train(root: Path, *flags: str, timeout: float = 900):
+    """`invoke train --json FLAGS` against ``root``; (process, parsed result). Fails the test on error."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "FINETUNE_ROOT": str(root), "DISABLE_VERSION_CHECK": "1"}
+    proc = subprocess.run([sys.executable, "-m", "invoke", "train", "--json", *flags], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])

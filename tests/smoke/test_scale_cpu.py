@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runs_support import write_dataset  # noqa: E402
+from runs_support import invoke_train, kit_root  # noqa: E402
 
 pytestmark = pytest.mark.smoke
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,24 +26,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _invoke_train(root: Path, *flags: str) -> tuple[subprocess.CompletedProcess, dict]:
-    env = {**os.environ, "FINETUNE_ROOT": str(root), "DISABLE_VERSION_CHECK": "1"}
-    proc = subprocess.run([sys.executable, "-m", "invoke", "train", "--json", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture()
 def root(tmp_path) -> Path:
-    (tmp_path / "pyproject.toml").write_text("", encoding="utf-8")
-    (tmp_path / "finetune").mkdir()
-    write_dataset(tmp_path / "dataset" / "llamafactory", n=32)
-    return tmp_path
+    return kit_root(tmp_path)
 
 
 def test_two_ranks_through_torchrun_on_gloo(root, tiny_model):
-    proc, result = _invoke_train(root, "--model", str(tiny_model), "--template", "qwen", "--dataset", "capitals",
+    proc, result = invoke_train(root, "--model", str(tiny_model), "--template", "qwen", "--dataset", "capitals",
                                  "--epochs", "2", "--batch-size", "4", "--cutoff", "128", "--lr", "5e-3",
                                  "--nproc-per-node", "2", "--master-port", str(_free_port()))
     run_dir = Path(result["run_dir"])
@@ -60,7 +49,7 @@ def test_lora_on_a_tiny_moe_model(root, tmp_path_factory):
 
     moe = make_tiny_model(tmp_path_factory.mktemp("moe") / "tiny-qwen2-moe", kind="moe")
     assert json.loads((moe / "config.json").read_text(encoding="utf-8"))["model_type"] == "qwen2_moe"
-    _, result = _invoke_train(root, "--model", str(moe), "--template", "qwen", "--dataset", "capitals",
+    _, result = invoke_train(root, "--model", str(moe), "--template", "qwen", "--dataset", "capitals",
                               "--epochs", "3", "--batch-size", "8", "--cutoff", "128", "--lr", "5e-3")
     run_dir = Path(result["run_dir"])
     assert result["status"] == "finished"
