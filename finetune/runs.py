@@ -345,8 +345,10 @@ def discover(layout: Layout, paths: Sequence[str | Path] = ()) -> list[RunInfo]:
             rel = folder.relative_to(path.resolve()).as_posix() if folder != path.resolve() else folder.name
             add(folder, rel, "path")
     if layout.outputs_dir.is_dir():
-        for folder in _walk_runs(layout.outputs_dir, 1):
-            add(folder, folder.name, "outputs")
+        # <run_id>, or <model name>/<finetuning type>/<output dir> when the Web UI's Start was pressed
+        # without "Load arguments" (its save dir is our outputs folder then)
+        for folder in _walk_runs(layout.outputs_dir, 3):
+            add(folder, folder.relative_to(layout.outputs_dir).as_posix(), "outputs")
     for root in saves_roots(layout):
         for folder in _walk_runs(root, 3):
             add(folder, "saves/" + folder.relative_to(root).as_posix(), "saves")

@@ -207,3 +207,13 @@ def test_cli_runs_and_clear_errors(layout, tmp_path):
     assert out.returncode == 2 and "cannot start training" in out.stderr and "Traceback" not in out.stderr
     out = _invoke(["train", "--resume", "20250101-000000-a"], layout.root)
     assert out.returncode == 2 and "already finished" in out.stderr
+
+
+def test_ui_runs_started_without_load_arguments_are_found(layout):
+    """The Web UI's save dir is our outputs folder: <model>/<type>/<output dir> below it."""
+    make_run(layout.outputs_dir / "20260101-000000-a", results=True, steps=3)
+    make_run(layout.outputs_dir / "Custom" / "lora" / "train_2026-01-01-00-00-00", results=True, steps=3)
+    runs = by_id(discover(layout))
+    assert runs["20260101-000000-a"].status == "finished"
+    assert runs["Custom/lora/train_2026-01-01-00-00-00"].status == "finished"
+    assert "Custom" not in runs and "Custom/lora" not in runs
