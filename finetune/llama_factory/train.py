@@ -88,11 +88,13 @@ def read_trainer_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest *complete* ``checkpoint-N``: the Trainer writes ``trainer_state.json`` last, so a
+    folder without it was cut off mid-save (e.g. Ctrl-C while saving) and cannot be resumed."""
     best: tuple[int, Path] | None = None
     if not run_dir.is_dir():
         return None
     for child in run_dir.iterdir():
-        if child.is_dir() and child.name.startswith("checkpoint-"):
+        if child.is_dir() and child.name.startswith("checkpoint-") and (child / "trainer_state.json").is_file():
             try:
                 n = int(child.name.split("-", 1)[1])
             except ValueError:
@@ -225,7 +227,8 @@ def train(layout: Layout, spec: TrainSpec | None, run_id: str | None = None, res
                             fix="start a new run with invoke train, or use it: invoke infer --run " + run_id)
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
-            raise UserError(f"run {run_id} has no checkpoint-N folder to resume from", where=str(run_dir),
+            raise UserError(f"run {run_id} has no complete checkpoint-N folder (with trainer_state.json) "
+                            "to resume from", where=str(run_dir),
                             fix="start it again: invoke train (with --save-steps smaller than the run length)")
         overrides["resume_from_checkpoint"] = str(ckpt)
         resumed_from = ckpt.name

@@ -131,7 +131,7 @@ def test_ctrl_c_stops_the_trainer_then_resume_finishes(tmp_path):
                             text=True, env={**os.environ, "DISABLE_VERSION_CHECK": "1"})
     run_dir = layout.run_dir(run_id)
     try:
-        _wait_for(lambda: (run_dir / "checkpoint-10").is_dir(), what="checkpoint-10")
+        _wait_for(lambda: (run_dir / "checkpoint-10" / "trainer_state.json").is_file(), what="checkpoint-10 saved")
         trainers = psutil.Process(proc.pid).children(recursive=True)
         assert trainers, "no trainer child"
         proc.send_signal(signal.SIGINT)

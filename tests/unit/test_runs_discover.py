@@ -217,3 +217,16 @@ def test_ui_runs_started_without_load_arguments_are_found(layout):
     assert runs["20260101-000000-a"].status == "finished"
     assert runs["Custom/lora/train_2026-01-01-00-00-00"].status == "finished"
     assert "Custom" not in runs and "Custom/lora" not in runs
+
+
+def test_resume_skips_a_checkpoint_cut_off_mid_save(tmp_path):
+    from finetune.llama_factory.train import latest_checkpoint
+
+    for n, complete in ((10, True), (20, True), (30, False)):
+        ck = tmp_path / f"checkpoint-{n}"
+        ck.mkdir()
+        (ck / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (ck / "trainer_state.json").write_text("{}", encoding="utf-8")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+    assert latest_checkpoint(tmp_path / "missing") is None
