@@ -231,6 +231,17 @@ def check_file(path: Path, cutoff: int | None = None, tokenizer=None, _fast: boo
     add = report.add
     to_measure: list[tuple[int, list]] = []
 
+    def accept(lineno: int, msgs: list, first: int | None) -> None:
+        """A conversation LLaMA-Factory keeps: count it, note a duplicate, queue it for the cutoff check."""
+        if first is not None:
+            add(lineno, WARNING, DUPLICATE, f"same conversation as line {first}", duplicate_of=first)
+        report.valid += 1
+        if tokenizer is not None and cutoff:
+            to_measure.append((lineno, msgs))
+            if len(to_measure) >= 512:
+                _flag_long(report, to_measure, tokenizer, cutoff)
+                to_measure.clear()
+
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -298,14 +309,7 @@ def check_file(path: Path, cutoff: int | None = None, tokenizer=None, _fast: boo
                             if code in (chatml.CONTENT_NOT_STRING, chatml.BAD_FUNCTION_CALL):
                                 report.fatal = True
                             continue
-                    if first is not None:
-                        add(lineno, WARNING, DUPLICATE, f"same conversation as line {first}", duplicate_of=first)
-                    report.valid += 1
-                    if tokenizer is not None and cutoff:
-                        to_measure.append((lineno, msgs))
-                        if len(to_measure) >= 512:
-                            _flag_long(report, to_measure, tokenizer, cutoff)
-                            to_measure.clear()
+                    accept(lineno, msgs, first)
                     continue
             if not ok_shape:
                 types.walk(rec, "", lineno)
@@ -361,14 +365,7 @@ def check_file(path: Path, cutoff: int | None = None, tokenizer=None, _fast: boo
                 if type(c) is str and (not c or c.isspace()):
                     add(lineno, WARNING, EMPTY_CONTENT, f"message {i + 1} ({m.get('role')}) is empty or whitespace")
                     break
-            if first is not None:
-                add(lineno, WARNING, DUPLICATE, f"same conversation as line {first}", duplicate_of=first)
-            report.valid += 1
-            if tokenizer is not None and cutoff:
-                to_measure.append((lineno, msgs))
-                if len(to_measure) >= 512:
-                    _flag_long(report, to_measure, tokenizer, cutoff)
-                    to_measure.clear()
+            accept(lineno, msgs, first)
     if to_measure:
         _flag_long(report, to_measure, tokenizer, cutoff)
     types.add_fast(fast_lines, fast_first, fast_msg_lines, fast_msg_first)
