@@ -54,12 +54,11 @@ def full_stack(session: nox.Session, extras: str = "train,test", flavour: str | 
     else:
         stamp.unlink(missing_ok=True)
         session.log(f"installing the '{ts.flavour}' torch set: {' '.join(ts.requirements())}")
-        session.install(*ts.requirements(), *(["--index-url", index] if index else []))
+        session.install(*ts.pip_args(index))
         session.install("-e", f".[{extras}]", *ts.requirements())
         if session.run("python", "-m", "finetune.env.verify_stack", success_codes=[0, 1]) != 0:
             session.log("the torch set does not load together: reinstalling the verified set once")
-            session.install("--force-reinstall", "--no-deps", *ts.requirements(),
-                            *(["--index-url", index] if index else []))
+            session.install("--force-reinstall", "--no-deps", *ts.pip_args(index))
             session.run("python", "-m", "finetune.env.verify_stack")  # fails the session with the fix
         stamp.write_text(digest, encoding="utf-8")
     return rest

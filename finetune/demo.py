@@ -145,7 +145,7 @@ class Demo:
 
         if self.spec is None:
             self.spec = spec_from_flags(self.layout, self.result.model, self.template, DEMO_DATASET,
-                                        **{k: v for k, v in TRAIN.items()}, logging_steps=10,
+                                        **TRAIN, logging_steps=10,
                                         gradient_accumulation_steps=1, lr_scheduler_type="cosine")
         return self.spec
 

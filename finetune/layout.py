@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -96,9 +96,6 @@ class Layout:
         if unknown:
             raise TypeError(f"unknown layout folder(s): {sorted(unknown)}")
         return cls(**values)
-
-    def with_(self, **changes: Path) -> Layout:
-        return replace(self, **changes)
 
     # Paths inside the layout -------------------------------------------------------------
     @property

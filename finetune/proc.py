@@ -34,15 +34,6 @@ def popen_group(cmd: Sequence[str], log_path: Path | None = None, env: Mapping[s
             out.close()
 
 
-def descendants(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def stop_tree(pid: int, timeout: float = 10.0) -> list[int]:
     """Stop ``pid`` and all its descendants: polite signal first (SIGTERM / CTRL_BREAK), then kill.
 

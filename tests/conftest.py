@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,14 +42,3 @@ def layout(tmp_path):
 
     return Layout.from_env(root=tmp_path, env={})
 
-
-@pytest.fixture(scope="session")
-def python_exe() -> str:
-    return sys.executable
-
-
-def which_or_skip(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        pytest.skip(f"{name} not on PATH")
-    return path
