@@ -5,7 +5,7 @@ measured in one run on a CUDA machine. Prints the ratio and writes both loss cur
 
 The model has Qwen2-0.5B's shape with random weights (nothing is downloaded); the conversations
 are synthetic, about 1,000 tokens each. Needs torch with CUDA and llamafactory 0.9.5 (on a lent
-machine: carry the wheels FIELD-NOTES lists and set DISABLE_VERSION_CHECK=1). Goal: >= 2.5x.
+machine: carry a venv or wheels and set DISABLE_VERSION_CHECK=1; docs/field-notes.md#h200-throughput). Goal: >= 2.5x.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WEBUI_DEFAULTS = {  # what LlamaBoard's form holds when nobody touches it (0.9.5), batch as in FIELD-NOTES
+WEBUI_DEFAULTS = {  # what LlamaBoard's form holds when nobody touches it (0.9.5), batch as in docs/field-notes.md#h200-throughput
     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, "bf16": True,
 }
 
@@ -96,7 +96,7 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("no CUDA device: this benchmark needs a GPU (see FIELD-NOTES for the lent machine)")
+        print("no CUDA device: this benchmark needs a GPU (benchmarks/gpu_suite.sh runs it on a lent one)")
         return 2
     from finetune.llama_factory.presets import ModelShape, throughput_preset
 

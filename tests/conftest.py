@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-LF_DEMO = SHARED / "fixtures" / "llamafactory-demo"
+# LLaMA-Factory's own demo datasets (Apache-2.0, unmodified; source and licence beside them)
+LF_DEMO = Path(__file__).resolve().parent / "fixtures" / "llamafactory-demo"
 
 
 def pytest_configure(config):
@@ -22,7 +22,7 @@ def pytest_configure(config):
 def lf_demo_dir() -> Path:
     """LLaMA-Factory's own demo datasets (Apache-2.0), inputs nobody here wrote."""
     if not LF_DEMO.is_dir():
-        pytest.fail(f"missing {LF_DEMO}: the shared fixtures must sit beside the checkout")
+        pytest.fail(f"missing {LF_DEMO}: it is part of the repository (git checkout tests/fixtures)")
     return LF_DEMO
 
 

@@ -162,7 +162,7 @@ def run_probe(python: str = sys.executable, timeout: float = 180) -> dict:
 
 
 def diagnose(probe: dict) -> list[Check]:
-    """Turn the real import errors (see FIELD-NOTES) into a diagnosis with the fix."""
+    """Turn the real import errors (docs/field-notes.md#torch-sets) into a diagnosis with the fix."""
     fix = platforms.install_command()
     if "_probe" in probe:
         return [Check("torch set", FAIL, probe["_probe"]["error"], fix)]

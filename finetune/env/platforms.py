@@ -1,7 +1,7 @@
 """Which torch / torchvision / torchaudio set to install where: one source for nox and doctor.
 
 LLaMA-Factory imports torchaudio at module level (``llamafactory.data.mm_plugin``), so the three
-wheels must load together. The sets below were verified (see shared FIELD-NOTES): on Linux x86_64
+wheels must load together. The sets below were verified (docs/field-notes.md#torch-sets): on Linux x86_64
 ``torch 2.14.1 + torchvision 0.29.1 + torchaudio 2.11.0`` from the default index imports and
 trains on the CPU; the newest CPU-only ``torch`` alone does not load the index's torchvision.
 """

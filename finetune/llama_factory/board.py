@@ -199,7 +199,7 @@ def default_board_values(layout: Layout, run_id: str, model: str | None, templat
         values["top.model_path"] = str(model)
     else:
         values.pop("top.model_path", None)
-    # Changing top.model_name resets model path and template (see FIELD-NOTES): never load it.
+    # Changing top.model_name resets model path and template (docs/field-notes.md#webui): never load it.
     values.pop("top.model_name", None)
     return values
 

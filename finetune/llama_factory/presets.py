@@ -2,7 +2,7 @@
 
 LLaMA-Factory's defaults (batch 8-ish, gradient checkpointing on, no packing) left most of an
 H200 idle: 20.9k tokens/s against 59.4k with packing, batch 32 and checkpointing off
-(FIELD-NOTES). The sizing below is a simple activation-memory model (Korthikanti et al.:
+(docs/field-notes.md#h200-throughput). The sizing below is a simple activation-memory model (Korthikanti et al.:
 ~34·h bytes per token per layer in 16-bit without recomputation, ~2·h with it, plus the fp32
 logits and their gradient), checked against those measured numbers in the unit tests.
 """

@@ -9,7 +9,7 @@ from finetune.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The real errors recorded in FIELD-NOTES for the CPU torch + index torchvision/torchaudio mismatch.
+# The real errors recorded in docs/field-notes.md#torch-sets for the CPU torch + index torchvision/torchaudio mismatch.
 NMS_ERROR = "RuntimeError: operator torchvision::nms does not exist"
 AUDIO_ERROR = ("OSError: libc10_cuda.so: cannot open shared object file: No such file or directory "
                "(.../torchaudio/lib/_torchaudio.abi3.so)")

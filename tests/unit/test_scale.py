@@ -5,7 +5,7 @@ import pytest
 from finetune.llama_factory import distributed as dist
 from finetune.llama_factory.presets import ModelShape, bytes_per_token, size_batch, throughput_preset
 
-# Qwen2-0.5B's shape, the model of the measured H200 numbers in FIELD-NOTES.
+# Qwen2-0.5B's shape, the model of the measured H200 numbers in docs/field-notes.md#h200-throughput.
 QWEN05 = ModelShape(hidden_size=896, num_layers=24, vocab_size=151936, num_params=494_000_000)
 
 
@@ -53,7 +53,7 @@ def test_gloo_backend_without_cuda(tmp_path):
 
 
 def test_h200_sizing_matches_the_measured_best_setting():
-    # FIELD-NOTES: batch 32, packing, no gradient checkpointing gave 59.4k tokens/s on an H200.
+    # docs/field-notes.md#h200-throughput: batch 32, packing, no gradient checkpointing gave 59.4k tokens/s on an H200.
     batch, ckpt, why = size_batch(139.0, QWEN05, 1024)
     assert batch == 32 and ckpt is False, why
 
