@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from invoke import Collection, task
 
-from finetune.cli import guarded
+from finetune.cli import guarded, safe_console
 from finetune.layout import Layout
+
+safe_console()  # every task's output survives a cp1252 pipe, a closed pipe, an unwritable path
 
 
 def _layout(**overrides) -> Layout:
@@ -27,8 +29,12 @@ def doctor(c, json=False, fast=False, port=7860):
     """Check Python, LLaMA-Factory, the torch set, accelerator, port, disk and folders."""
     from finetune.env import doctor as doc
 
-    checks = doc.run_doctor(_layout(), fast=fast, port=port)
-    print(doc.as_json(checks)) if json else doc.render(checks)
+    def run():
+        checks = doc.run_doctor(_layout(), fast=fast, port=port)
+        print(doc.as_json(checks)) if json else doc.render(checks)
+        return checks
+
+    checks = guarded(run, as_json=json)
     if any(ch.status == doc.FAIL for ch in checks):
         raise SystemExit(1)
 

@@ -53,6 +53,15 @@ def check_python() -> Check:
                  "install Python 3.11 or newer, then re-run: python -m nox -s smoke")
 
 
+def check_platform(system: str | None = None, machine: str | None = None) -> Check:
+    """One clear message where no torch set exists (Intel macOS, Windows ARM64, ...), naming what works."""
+    why = platforms.unsupported_reason(system, machine)
+    if why:
+        return Check("platform", FAIL, why, platforms.WHAT_WORKS)
+    return Check("platform", OK, f"{system or platform.system()} {machine or platform.machine()}: torch set "
+                 f"'{platforms.detect_flavour(system, machine)}'")
+
+
 def check_llamafactory() -> Check:
     have = _version("llamafactory")
     fix = platforms.install_command()
@@ -88,6 +97,9 @@ def check_pins() -> list[Check]:
 
 def check_torch_metadata() -> Check:
     vers = {d: _version(d) for d in ("torch", "torchvision", "torchaudio")}
+    if platforms.detect_flavour() == "unsupported":
+        return Check("torch set", WARN, ", ".join(f"{k} {v or 'missing'}" for k, v in vers.items())
+                     + "; no verified set for this platform (see the platform check)")
     ts = platforms.torch_set()
     shown = ", ".join(f"{k} {v or 'missing'}" for k, v in vers.items())
     fix = platforms.install_command()
@@ -255,7 +267,8 @@ def check_disk(layout: Layout, warn_gb: float = 10, fail_gb: float = 1) -> Check
     detail = f"{free:.1f} GiB free at {where}"
     if free < fail_gb:
         return Check("disk", FAIL, detail + "; a LoRA run of a 7B model writes several GiB",
-                     "free space, or point runs elsewhere: FINETUNE_OUTPUTS_DIR=/big/disk invoke train ...")
+                     "free space, or point runs elsewhere: "
+                     + platforms.env_command("FINETUNE_OUTPUTS_DIR", "/big/disk", "invoke train ..."))
     if free < warn_gb:
         return Check("disk", WARN, detail, "free space or set FINETUNE_OUTPUTS_DIR to a larger disk")
     return Check("disk", OK, detail)
@@ -296,7 +309,7 @@ def check_long_paths(system: str | None = None) -> Check:
 def run_doctor(layout: Layout, fast: bool = False, port: int = DEFAULT_PORT,
                probe: Callable[[], dict] = run_probe) -> list[Check]:
     """All checks, in the order a person fixes them."""
-    checks = [check_python(), check_llamafactory()]
+    checks = [check_python(), check_platform(), check_llamafactory()]
     probe_result = None
     if fast:
         checks.append(check_torch_metadata())
