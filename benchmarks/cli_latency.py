@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -18,6 +17,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from finetune.env.portable import script_path  # noqa: E402
 
 
 def timed(cmd: list[str], repeat: int) -> float:
@@ -39,7 +41,7 @@ def main() -> int:
         "invoke --list": [py, "-m", "invoke", "--list"],
         "invoke doctor --fast": [py, "-m", "invoke", "doctor", "--fast"],
     }
-    lf = shutil.which("llamafactory-cli", path=str(Path(py).parent)) or shutil.which("llamafactory-cli")
+    lf = script_path("llamafactory-cli")  # the environment's scripts folder (sysconfig), else PATH
     if lf:
         cmds["llamafactory-cli version"] = [lf, "version"]
     results = {name: timed(cmd, args.repeat) for name, cmd in cmds.items()}

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from finetune.env.portable import script_path  # noqa: E402
 from finetune.proc import popen_group, stop_tree  # noqa: E402
 
 
@@ -69,8 +70,8 @@ def main() -> int:
     base_env["NO_PROXY"] = base_env["no_proxy"] = loop
     raw_cwd = work / "raw"
     raw_cwd.mkdir()
-    cli = Path(sys.executable).parent / ("llamafactory-cli.exe" if os.name == "nt" else "llamafactory-cli")
-    raw_cmd = [str(cli)] if cli.exists() else [sys.executable, "-m", "llamafactory.cli"]
+    cli = script_path("llamafactory-cli")  # the environment's scripts folder (sysconfig)
+    raw_cmd = [str(cli)] if cli else [sys.executable, "-m", "llamafactory.cli"]
     times: dict[str, list[float]] = {"launcher": [], "raw": []}
     for i in range(args.rounds):
         order = ["raw", "launcher"] if i % 2 == 0 else ["launcher", "raw"]

@@ -41,6 +41,7 @@ from typing import Any
 if __name__ == "__main__" and not __package__:  # run as a script: make the kit importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from finetune.env.portable import path_with_scripts  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 from finetune.layout import Layout  # noqa: E402
 from finetune.net import port_free, port_owner  # noqa: E402
@@ -288,7 +289,7 @@ def build_env(layout: Layout, method: str, host: str, port: int, share: bool, te
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_SHARE": "1" if share else "0",
         "GRADIO_ANALYTICS_ENABLED": "False",
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")]),
+        "PATH": path_with_scripts(base.get("PATH", "")),  # sysconfig's scripts folder (Windows: Scripts)
         "PYTHONPATH": os.pathsep.join(p for p in (str(KIT_ROOT), base.get("PYTHONPATH", "")) if p),
     }
     loop = "127.0.0.1,localhost,::1"

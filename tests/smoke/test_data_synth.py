@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("llamafactory")
 
 from finetune.data.synth import chunk_text, parse_answer, synthesize  # noqa: E402
+from finetune.env.portable import script_path  # noqa: E402
 from finetune.proc import popen_group, stop_tree, tail  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def free_port() -> int:
 def api_server(tiny_model, tmp_path):
     port = free_port()
     log = tmp_path / "api.log"
-    cli = Path(sys.executable).with_name("llamafactory-cli")
+    cli = script_path("llamafactory-cli")  # <env>/bin, or <env>\Scripts on Windows
     proc = popen_group([str(cli), "api", "--model_name_or_path", str(tiny_model), "--template", "qwen",
                         "--infer_backend", "huggingface"], log_path=log,
                        env={"API_HOST": "127.0.0.1", "API_PORT": str(port), "DISABLE_VERSION_CHECK": "1",

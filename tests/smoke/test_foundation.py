@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from finetune.env.portable import script_path
+
 pytestmark = pytest.mark.smoke
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +39,7 @@ def test_llamafactory_cli_trains_tiny_model(tmp_path, tiny_model):
             "report_to": "none", "preprocessing_num_workers": 1, "plot_loss": True}
     cfg = tmp_path / "train.yaml"
     cfg.write_text(yaml.safe_dump(args), encoding="utf-8")
-    cli = Path(sys.executable).with_name("llamafactory-cli")
+    cli = script_path("llamafactory-cli")  # <env>/bin, or <env>\Scripts on Windows
     proc = subprocess.run([str(cli), "train", str(cfg)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "DISABLE_VERSION_CHECK": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
