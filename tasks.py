@@ -43,86 +43,106 @@ def doctor(c, json=False, fast=False, port=7860):
 @task(name="convert", help={
     "src": "raw data file: alpaca / sharegpt / OpenAI messages (.json array or .jsonl), or .csv / .tsv",
     "fmt": "input format: auto (default; from extension and first record), alpaca, sharegpt, openai, csv, tsv",
-    "name": "output name: writes <data dir>/<name>.jsonl (default: the source file name)",
+    "name": "output name: writes <data dir>/<name>.jsonl (default: the source file name; letters of any script)",
     "question_col": "CSV/TSV column with the user question (default: question)",
     "answer_col": "CSV/TSV column with the assistant answer (default: answer)",
     "system_col": "CSV/TSV column with an optional system prompt (default: system; ignored when absent)",
     "data_dir": "dataset folder (default dataset/llamafactory or $FINETUNE_DATA_DIR)",
+    "force": "replace an existing <name>.jsonl with different content (without it nothing is overwritten)",
     "json": "print the result as JSON",
 })
 def data_convert(c, src, fmt="auto", name="", question_col="question", answer_col="answer",
-                 system_col="system", data_dir="", json=False):
-    """Raw data (alpaca / sharegpt / OpenAI messages / CSV) -> ChatML JSONL."""
+                 system_col="system", data_dir="", force=False, json=False):
+    """Raw data (alpaca / sharegpt / OpenAI messages / CSV) -> ChatML JSONL (never overwrites without --force)."""
     from finetune.data.convert import convert_file
+    from finetune.data.names import command
 
-    layout = _layout(data_dir=data_dir)
-    res = guarded(lambda: convert_file(src, layout, fmt=fmt, name=name or None, question_col=question_col,
-                                       answer_col=answer_col, system_col=system_col or None), json)
-    if json:
-        import json as _json
+    def run():
+        layout = _layout(data_dir=data_dir)
+        res = convert_file(src, layout, fmt=fmt, name=name or None, question_col=question_col,
+                           answer_col=answer_col, system_col=system_col or None, force=force)
+        if json:
+            import json as _json
 
-        print(_json.dumps(res.to_dict(), ensure_ascii=False))
-        return
-    print(f"{res.fmt}: wrote {res.written} conversation(s) to {res.out_path}")
-    if res.rejected:
-        print(f"rejected {res.rejected} record(s) (line + reason): {res.rejects_path}")
-    print(f"next: invoke data.check {res.out_path}")
+            print(_json.dumps(res.to_dict(), ensure_ascii=False))
+            return
+        state = "unchanged (same content)" if res.unchanged else "wrote"
+        print(f"{res.fmt}: {state} {res.written} conversation(s) -> {res.out_path}")
+        for path in res.replaced:
+            print(f"  replaced {path} (--force)")
+        if res.removed_rejects:
+            print(f"  removed the stale {res.removed_rejects} of an earlier run")
+        if res.rejected:
+            print(f"rejected {res.rejected} record(s) (line + reason): {res.rejects_path}")
+        print(f"next: {command(['invoke', 'data.check', res.out_path])}")
+
+    guarded(run, json)
 
 
 @task(name="check", iterable=["files"], help={
-    "file": "ChatML .jsonl file to check (comma-separated for several)",
-    "files": "another file to check (repeatable)",
-    "json": 'print the report as JSON: {"files": [{"path", "records", "valid", "problems": [...]}]}',
+    "file": "ChatML .jsonl file to check (comma-separated for several; a name with a comma is taken whole "
+            "when that file exists)",
+    "files": "another file to check (repeatable; never split at commas)",
+    "json": 'print the report as JSON: {"files": [{"path", "records", "valid", "counts", "problems": [...]}]}',
     "cutoff": "with --tokenizer: warn about conversations longer than this many tokens (your cutoff_len)",
-    "tokenizer": "model folder whose tokenizer measures lengths (needs the training stack)",
-    "max_lines": "problems to print per file (default 50; --json prints all)",
+    "tokenizer": "with --cutoff: model folder whose tokenizer measures lengths (needs the training stack)",
+    "max_lines": "problems to print per file, errors first (default 50; --json lists every error)",
 })
 def data_check(c, file, files=None, json=False, cutoff=0, tokenizer="", max_lines=50):
     """Check ChatML JSONL files exactly as LLaMA-Factory will read them (exit 1 on errors)."""
     from finetune.data.check import check_files, next_step, render
+    from finetune.data.names import split_paths
 
-    paths = [p for p in file.split(",") if p] + list(files or [])
-    report = guarded(lambda: check_files(paths, cutoff=cutoff or None, tokenizer=tokenizer or None), json)
-    if json:
-        import json as _json
+    def run():
+        paths = split_paths(file, files)
+        report = check_files(paths, cutoff=cutoff or None, tokenizer=tokenizer or None)
+        if json:
+            import json as _json
 
-        print(_json.dumps(report.to_dict(), ensure_ascii=False))
-    else:
-        render(report, max_lines=max_lines)
-        print(next_step(report, paths))
-    if report.has_errors:
+            print(_json.dumps(report.to_dict(), ensure_ascii=False))
+        else:
+            render(report, max_lines=max_lines)
+            print(next_step(report, paths))
+        return report
+
+    if guarded(run, json).has_errors:
         raise SystemExit(1)
 
 
 @task(name="register", iterable=["files", "names"], help={
-    "file": "ChatML .jsonl file to register (comma-separated for several)",
-    "files": "another file to register (repeatable)",
+    "file": "ChatML .jsonl file to register (comma-separated for several; a name with a comma is taken whole "
+            "when that file exists)",
+    "files": "another file to register (repeatable; never split at commas)",
     "names": "dataset name for each file, in order (repeatable; default: the file name, made safe)",
     "force": "register files with errors anyway (says what LLaMA-Factory drops) and allow overwrites",
     "data_dir": "dataset folder holding dataset_info.json (default dataset/llamafactory or $FINETUNE_DATA_DIR)",
     "json": "print the entries written as JSON",
 })
 def data_register(c, file, files=None, names=None, force=False, data_dir="", json=False):
-    """Register ChatML files in dataset_info.json (sharegpt mapping with system_tag)."""
+    """Register ChatML files in dataset_info.json (sharegpt mapping with system_tag; locked, atomic)."""
+    from finetune.data.names import split_paths
     from finetune.data.register import register_files
 
-    layout = _layout(data_dir=data_dir)
-    paths = [p for p in file.split(",") if p] + list(files or [])
-    results = guarded(lambda: register_files(layout, paths, names=names or None, force=force), json)
-    if json:
-        import json as _json
+    def run():
+        layout = _layout(data_dir=data_dir)
+        results = register_files(layout, split_paths(file, files), names=names or None, force=force)
+        if json:
+            import json as _json
 
-        print(_json.dumps(results, ensure_ascii=False))
-        return
-    for r in results:
-        state = "updated" if r["changed"] else "unchanged"
-        copied = " (copied into the data dir)" if r["copied"] else ""
-        print(f"{r['name']}: {state} -> {r['entry']['file_name']}{copied}")
-        if r["errors"]:
-            print(f"  warning: registered with {r['errors']} error(s); LLaMA-Factory will "
-                  + ("fail on this file" if r["fatal"] else f"drop {r['dropped']} conversation(s)"))
-    print(f"dataset_info: {layout.dataset_info}")
-    print(f"next: invoke webui (pick dataset {', '.join(r['name'] for r in results)})")
+            print(_json.dumps(results, ensure_ascii=False))
+            return
+        for r in results:
+            state = "updated" if r["changed"] else "unchanged"
+            copy = {"copied": " (copied into the data dir)", "replaced": " (replaced the different copy in the "
+                    "data dir: --force)", "same copy": " (same copy already in the data dir)"}.get(r["copy"], "")
+            print(f"{r['name']}: {state} -> {r['entry']['file_name']}{copy}")
+            if r["errors"]:
+                print(f"  warning: registered with {r['errors']} error(s); LLaMA-Factory will "
+                      + ("fail on this file" if r["fatal"] else f"drop {r['dropped']} conversation(s)"))
+        print(f"dataset_info: {layout.dataset_info}")
+        print(f"next: invoke webui (pick dataset {', '.join(r['name'] for r in results)})")
+
+    guarded(run, json)
 
 
 @task(name="stats", help={
@@ -136,14 +156,17 @@ def data_stats(c, file, tokenizer, cutoff=1024, histogram="", json=False):
     """Token lengths with the model's tokenizer (p50/p90/p99/max) and a suggested cutoff."""
     from finetune.data.stats import render, token_stats
 
-    result = guarded(lambda: token_stats(file, tokenizer, cutoff=cutoff, histogram=histogram or None), json)
-    if json:
-        import json as _json
+    def run():
+        result = token_stats(file, tokenizer, cutoff=cutoff, histogram=histogram or None)
+        if json:
+            import json as _json
 
-        print(_json.dumps(result, ensure_ascii=False))
-        return
-    render(result)
-    print(f"next: train with cutoff_len {max(cutoff, result['suggested_cutoff'])}")
+            print(_json.dumps(result, ensure_ascii=False))
+            return
+        render(result)
+        print(f"next: train with cutoff_len {max(cutoff, result['suggested_cutoff'])}")
+
+    guarded(run, json)
 
 
 # ---- training ---------------------------------------------------------------------------------

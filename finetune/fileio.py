@@ -3,6 +3,7 @@
 * :func:`atomic_write_text` / :func:`atomic_write_bytes`: temp file in the same folder, fsync,
   ``os.replace``; the target's mode is kept (a new file gets ``0o666 & ~umask``); on Windows a
   replace refused because another process holds the target open is retried for a short while.
+* :func:`atomic_open` / :func:`atomic_copy`: the same for a large file streamed into place.
 * :func:`locked`: a cross-process lock beside the file (``filelock``), so a read-modify-write is
   serialised across processes; :func:`update_json` is that read-modify-write for a JSON file.
 * :func:`read_json` / :func:`read_yaml`: size-capped reads that turn a broken file into a
@@ -85,6 +86,39 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 def atomic_write_text(path: Path | str, text: str) -> None:
     """:func:`atomic_write_bytes` for UTF-8 text (``\\n`` line ends on every OS)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path | str, keep_if: Callable[[Path], bool] | None = None) -> Iterator[Any]:
+    """A binary file handle for streaming a large file into place: written to a unique temp file
+    beside ``path``, moved over it (mode kept) only when the ``with`` block ends without an error
+    and ``keep_if(temp path)`` (when given) returns true; otherwise the temp file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _target_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_if is not None and not keep_if(Path(tmp)):
+            os.unlink(tmp)
+            return
+        os.chmod(tmp, mode)
+        _replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_copy(src: Path | str, dst: Path | str) -> None:
+    """Copy ``src`` over ``dst`` atomically (streamed; ``dst``'s mode kept when it exists)."""
+    import shutil
+
+    with open(src, "rb") as fin, atomic_open(dst) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def lock_path(path: Path | str) -> Path:

@@ -19,17 +19,20 @@ the reason. Nothing is lost silently. Output and rejects are written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
+from finetune import fileio
 from finetune.data import chatml
+from finetune.data.names import dataset_name
 from finetune.errors import UserError
-from finetune.layout import Layout, slugify
+from finetune.layout import Layout
 
 FORMATS = ("auto", "alpaca", "sharegpt", "openai", "csv", "tsv")
 
@@ -50,10 +53,14 @@ class ConvertResult:
     rejected: int
     rejects_path: Path | None
     fmt: str = ""
+    replaced: list[str] = field(default_factory=list)  # files that existed and were replaced (--force)
+    unchanged: bool = False  # the output existed with exactly this content: nothing written
+    removed_rejects: str | None = None  # a stale rejects file of an earlier run, removed
 
     def to_dict(self) -> dict:
         return {"out_path": str(self.out_path), "written": self.written, "rejected": self.rejected,
-                "rejects_path": str(self.rejects_path) if self.rejects_path else None, "format": self.fmt}
+                "rejects_path": str(self.rejects_path) if self.rejects_path else None, "format": self.fmt,
+                "replaced": self.replaced, "unchanged": self.unchanged, "removed_rejects": self.removed_rejects}
 
 
 # Reading ----------------------------------------------------------------------------------------
@@ -81,16 +88,23 @@ def _json_records(src: Path) -> Iterator[tuple[int, object]]:
                 yield lineno, Reject(f"invalid JSON or UTF-8: {err}")
 
 
+CSV_FIELD_LIMIT = 2**31 - 1  # Python's default (128 KiB) would abort a file with one long answer
+
+
 def _csv_records(src: Path, delimiter: str) -> Iterator[tuple[int, object]]:
-    with src.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        try:
-            for row in reader:
-                yield reader.line_num, row
-        except (csv.Error, UnicodeDecodeError) as err:
-            kind = "TSV" if delimiter == "\t" else "CSV"
-            raise UserError(f"cannot read {src.name} as {kind}: {err}",
-                            where=f"{src}:{reader.line_num}", fix="save it as UTF-8 CSV with a header row") from None
+    previous = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        with src.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            try:
+                for row in reader:
+                    yield reader.line_num, row
+            except (csv.Error, UnicodeDecodeError) as err:
+                kind = "TSV" if delimiter == "\t" else "CSV"
+                raise UserError(f"cannot read {src.name} as {kind}: {err}", where=f"{src}:{reader.line_num}",
+                                fix="save it as UTF-8 CSV with a header row") from None
+    finally:
+        csv.field_size_limit(previous)
 
 
 def detect_format(src: Path) -> str:
@@ -163,7 +177,7 @@ def from_sharegpt(rec: dict) -> dict:
     for i, turn in enumerate(conv, 1):
         if not isinstance(turn, dict):
             raise Reject(f"turn {i} is not an object")
-        role = _SHAREGPT_ROLES.get(turn.get("from"))
+        role = _SHAREGPT_ROLES.get(turn.get("from")) if isinstance(turn.get("from"), str) else None
         if role is None:
             raise Reject(f"turn {i} has unknown 'from' {turn.get('from')!r}")
         msgs.append({"role": role, "content": _str(turn.get("value"), f"turn {i} value")})
@@ -193,6 +207,41 @@ def _openai_content(content, i: int) -> str:
     raise Reject(f"message {i} content is a {type(content).__name__}")
 
 
+def _kind(value) -> str:
+    if value is None:
+        return "null"
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+_TOOL_CALL_SHAPE = '[{"type": "function", "function": {"name": "...", "arguments": "{...}"}}]'
+
+
+def _tool_calls(tool_calls, i: int) -> str:
+    """OpenAI ``tool_calls`` -> LLaMA-Factory's function_call content (a JSON list of name + arguments)."""
+    if not isinstance(tool_calls, list):
+        raise Reject(f"message {i} tool_calls is {_kind(tool_calls)}, not a list like {_TOOL_CALL_SHAPE}")
+    calls = []
+    for j, call in enumerate(tool_calls, 1):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise Reject(f"message {i} tool call {j} is {_kind(call)} without a \"function\" object "
+                         f"(expected {_TOOL_CALL_SHAPE})")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise Reject(f"message {i} tool call {j} function name is {_kind(name)}, not a non-empty string")
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = orjson.loads(args) if args.strip() else {}
+            except orjson.JSONDecodeError:
+                raise Reject(f"message {i} tool call {j} arguments are not JSON") from None
+        if not isinstance(args, dict):
+            raise Reject(f"message {i} tool call {j} arguments are {_kind(args)}, not a JSON object")
+        calls.append({"name": name, "arguments": args})
+    return orjson.dumps(calls).decode()
+
+
 def from_openai(rec: dict) -> dict:
     if not isinstance(rec, dict):
         raise Reject("record is not a JSON object")
@@ -204,15 +253,11 @@ def from_openai(rec: dict) -> dict:
         if not isinstance(m, dict):
             raise Reject(f"message {i} is not an object")
         role = m.get("role")
-        if role == "assistant" and m.get("tool_calls"):
-            calls = [c.get("function") for c in m["tool_calls"] if isinstance(c, dict)]
-            for call in calls:
-                if isinstance(call, dict) and isinstance(call.get("arguments"), str):
-                    try:
-                        call["arguments"] = orjson.loads(call["arguments"])
-                    except orjson.JSONDecodeError:
-                        raise Reject(f"message {i} tool call arguments are not JSON") from None
-            msgs.append({"role": chatml.FUNCTION, "content": orjson.dumps(calls).decode()})
+        if not isinstance(role, str):
+            raise Reject(f"message {i} role is {_kind(role)}, not a string")
+        tool_calls = m.get("tool_calls")
+        if role == "assistant" and tool_calls is not None and tool_calls != []:
+            msgs.append({"role": chatml.FUNCTION, "content": _tool_calls(tool_calls, i)})
             continue
         if role == "tool":
             role = chatml.OBSERVATION
@@ -246,57 +291,105 @@ def _from_row(question_col: str, answer_col: str, system_col: str | None):
 
 
 # Driver -----------------------------------------------------------------------------------------
-class _AtomicOut:
-    """A binary file written to a temp name, moved into place on success only."""
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
-        self.fh = None
-        self.count = 0
 
-    def write(self, data: bytes) -> None:
-        if self.fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = self.tmp.open("wb")
-        self.fh.write(data)
-        self.count += 1
+def _count_lines(path: Path) -> int:
+    n = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+    return n
 
-    def commit(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            os.replace(self.tmp, self.path)
 
-    def abort(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.tmp.unlink(missing_ok=True)
+def _is_same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str | None = None,
                  question_col: str = "question", answer_col: str = "answer", system_col: str | None = "system",
-                 out_dir: Path | None = None) -> ConvertResult:
-    """Convert ``src`` into ``<data dir>/<name>.jsonl`` (+ ``<name>.rejects.jsonl`` when needed)."""
+                 out_dir: Path | None = None, force: bool = False) -> ConvertResult:
+    """Convert ``src`` into ``<data dir>/<name>.jsonl`` (+ ``<name>.rejects.jsonl`` when needed).
+
+    An existing ``<name>.jsonl`` with other content is replaced only with ``force`` (the same
+    content again changes nothing); the source itself is never overwritten; two converts to one
+    name at the same moment are serialised by a lock on the output.
+    """
     src = Path(src).expanduser()
     if not src.is_file():
         raise UserError(f"no such file: {src}", fix="pass the path of a raw data file (json, jsonl, csv, tsv)")
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
-    fmt = detect_format(src) if fmt == "auto" else fmt
-    name = slugify(name or src.stem, max_len=80)
+    if name:
+        name = dataset_name(name, what="--name")
+    else:
+        try:
+            name = dataset_name(src.stem)
+        except UserError:
+            raise UserError(f"cannot make a dataset name from the file name {src.name!r}", where=str(src),
+                            fix="pass --name NAME") from None
     folder = out_dir or layout.data_dir
     out_path = folder / f"{name}.jsonl"
     rejects_path = folder / f"{name}.rejects.jsonl"
-    if out_path.resolve() == src.resolve():
-        raise UserError("output would overwrite the input", where=str(src), fix="pass another --name")
+    for target in (out_path, rejects_path):
+        if target.exists() and _is_same_file(src, target):
+            raise UserError(f"the output {target.name} would overwrite the input {src}", where=str(src),
+                            fix=f"pass another --name (e.g. --name {name}-converted)")
+    fmt = detect_format(src) if fmt == "auto" else fmt
     if fmt in ("csv", "tsv"):
         records = _csv_records(src, "," if fmt == "csv" else "\t")
         convert = _from_row(question_col, answer_col, system_col)
     else:
         records = _json_records(src)
         convert = {"alpaca": from_alpaca, "sharegpt": from_sharegpt, "openai": from_openai}[fmt]
-    out, rej = _AtomicOut(out_path), _AtomicOut(rejects_path)
-    try:
+    counts = {"out": 0, "rej": 0}
+    outcome: dict = {"replaced": [], "unchanged": False, "removed": None}
+
+    def keep_out(tmp: Path) -> bool:
+        if counts["out"] == 0:
+            return False
+        if not out_path.exists():
+            return True
+        if _same_bytes(tmp, out_path):
+            outcome["unchanged"] = True
+            return False
+        if not force:
+            raise UserError(
+                f"{out_path} already exists ({_count_lines(out_path)} conversation(s)) and differs from this "
+                f"conversion ({counts['out']} conversation(s)); nothing was written",
+                where=str(out_path),
+                details=[f"it would also replace {rejects_path}"] if rejects_path.exists() else [],
+                fix="pass --force to replace it, or --name to write another dataset")
+        outcome["replaced"].append(str(out_path))
+        return True
+
+    def keep_rejects(tmp: Path) -> bool:
+        if counts["rej"] == 0:
+            if counts["out"] and rejects_path.exists():  # a stale rejects file from an earlier run would mislead
+                rejects_path.unlink()
+                outcome["removed"] = str(rejects_path)
+            return False
+        if rejects_path.exists():
+            if _same_bytes(tmp, rejects_path):
+                return False
+            outcome["replaced"].append(str(rejects_path))
+        return True
+
+    with fileio.locked(out_path), contextlib.ExitStack() as stack:
+        rej = stack.enter_context(fileio.atomic_open(rejects_path, keep_if=keep_rejects))
+        out = stack.enter_context(fileio.atomic_open(out_path, keep_if=keep_out))
         for line, rec in records:
             try:
                 if isinstance(rec, Reject):
@@ -308,22 +401,15 @@ def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str |
             except Reject as why:
                 raw = rec if not isinstance(rec, Reject) else None
                 rej.write(orjson.dumps({"line": line, "reason": str(why), "source": str(src), "record": raw},
-                                       default=str) + b"\n")
+                                       default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+                counts["rej"] += 1
                 continue
             out.write(orjson.dumps(conv) + b"\n")
-    except BaseException:
-        out.abort()
-        rej.abort()
-        raise
-    if out.count == 0:
-        rej.commit()
-        out.abort()
-        raise UserError(f"nothing in {src.name} could be converted as {fmt} ({rej.count} rejected)",
-                        where=str(src), details=[f"reasons: {rejects_path}"] if rej.count else [],
+            counts["out"] += 1
+    if counts["out"] == 0:
+        raise UserError(f"nothing in {src.name} could be converted as {fmt} ({counts['rej']} rejected)",
+                        where=str(src), details=[f"reasons: {rejects_path}"] if counts["rej"] else [],
                         fix="check --fmt (and --question-col / --answer-col for CSV)")
-    out.commit()
-    if rej.count:
-        rej.commit()
-    else:
-        rejects_path.unlink(missing_ok=True)  # a stale rejects file from an earlier run would mislead
-    return ConvertResult(out_path, out.count, rej.count, rejects_path if rej.count else None, fmt)
+    return ConvertResult(out_path, counts["out"], counts["rej"], rejects_path if counts["rej"] else None, fmt,
+                         replaced=outcome["replaced"], unchanged=outcome["unchanged"],
+                         removed_rejects=outcome["removed"])

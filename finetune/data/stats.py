@@ -29,7 +29,7 @@ def load_tokenizer(path: str | Path):
         from transformers import AutoTokenizer
     except ImportError:
         raise UserError("token stats need the training stack (transformers)",
-                        fix="install it: nox -s dev (or pip install -e '.[train]')") from None
+                        fix="install it: python -m nox -s smoke leaves it in .nox/smoke (or pip install -e '.[train]')") from None
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:

@@ -90,7 +90,11 @@ def test_csv_and_tsv_columns(layout, tmp_path):
     assert res.rejected == 1 and read_jsonl(res.rejects_path)[0]["line"] == 4
     tsv = tmp_path / "qa.tsv"
     tsv.write_text("question\tanswer\nhi\tthere\n", encoding="utf-8")
-    assert convert_file(tsv, layout).written == 1
+    with pytest.raises(UserError, match="already exists") as err:  # qa.jsonl from the CSV is not replaced
+        convert_file(tsv, layout)
+    assert "--force" in err.value.fix and len(read_jsonl(res.out_path)) == 2
+    forced = convert_file(tsv, layout, force=True)
+    assert forced.written == 1 and forced.replaced == [str(res.out_path)]
     with pytest.raises(UserError, match="column"):
         convert_file(src, layout, question_col="nope")
 
