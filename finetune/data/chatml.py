@@ -111,6 +111,17 @@ def _valid_function_call(content: str) -> bool:
     return True
 
 
+_KINDS = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+
+
+def _what(msg: dict, key: str) -> str:
+    """``null`` (given as null), ``missing`` (no such key) or the JSON kind of ``msg[key]``."""
+    if key not in msg:
+        return f"missing (no {key!r} key)"
+    value = msg[key]
+    return "null" if value is None else _KINDS.get(type(value), type(value).__name__)
+
+
 def classify(messages: list) -> tuple[str, str, int] | None:
     """Why LLaMA-Factory would drop (or die on) this conversation, or ``None`` when it keeps it.
 
@@ -132,7 +143,9 @@ def classify(messages: list) -> tuple[str, str, int] | None:
         if role not in expected:
             code = _role_problem(role, expected)
             want = "user" if i % 2 == 0 else "assistant"
-            return (code, f"turn {start + i + 1} has role {role!r} where {want!r} must come; "
+            has = f"role {role!r}" if role is not None else (
+                "role null" if ROLE_KEY in msg else f"no {ROLE_KEY!r} key")
+            return (code, f"turn {start + i + 1} has {has} where {want!r} must come; "
                     "LLaMA-Factory drops the conversation", start + i)
     if n % 2:
         last = messages[-1].get(ROLE_KEY)
@@ -145,7 +158,7 @@ def classify(messages: list) -> tuple[str, str, int] | None:
         msg = messages[i]
         content = msg.get(CONTENT_KEY)
         if not isinstance(content, str):
-            kind = "missing" if content is None else f"a {type(content).__name__}"
+            kind = _what(msg, CONTENT_KEY)
             return (CONTENT_NOT_STRING, f"turn {i + 1} content is {kind}; LLaMA-Factory's template fails on it "
                     "and the whole run stops", i)
         if msg.get(ROLE_KEY) == FUNCTION and not _valid_function_call(content):
