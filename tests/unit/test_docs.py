@@ -69,6 +69,45 @@ def test_every_invoke_command_exists_with_its_flags(doc):
             problems.append(f"{cmd!r}: no task {name!r}")
             continue
         for w in words[1:]:
-            if w.startswith("-") and w.split("=")[0] not in flags:
+            if w.startswith("-") and not re.fullmatch(r"-\d[\d.e-]*", w) and w.split("=")[0] not in flags:
                 problems.append(f"{cmd!r}: task {name} has no flag {w.split('=')[0]}")
     assert not problems, "\n".join(problems)
+
+
+# ---- every bash block runs, or says why not (tests/smoke/test_guide_blocks.py runs them) -------------
+def _guide_runner():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "smoke"))
+    import guide_runner
+
+    return guide_runner
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_bash_block_runs_or_says_why_not(doc):
+    pytest.importorskip("pytest_codeblocks")
+    gr = _guide_runner()
+    problems = [f"{b.where}: {b.skip_reason}" for b in gr.blocks(doc)
+                if b.skip_reason and (b.skip_reason.startswith("unexplained") or len(b.skip_reason) < 5)]
+    assert not problems, "marks need a reason: <!--pytest.mark.skip(reason=\"...\")-->\n" + "\n".join(problems)
+
+
+def test_at_least_80_percent_of_the_guide_blocks_run():
+    pytest.importorskip("pytest_codeblocks")
+    gr = _guide_runner()
+    found = gr.blocks(gr.GUIDE)
+    marked = [b for b in found if b.skip_reason]
+    assert len(found) >= 30, f"the guide has only {len(found)} bash blocks: did the parser miss some?"
+    assert len(found) - len(marked) >= 0.8 * len(found), (
+        f"{len(marked)} of {len(found)} bash blocks are marked not to run:\n"
+        + "\n".join(f"  {b.where}: {b.skip_reason}" for b in marked))
+
+
+def test_guide_tests_name_a_troubleshooting_section():
+    pytest.importorskip("pytest_codeblocks")
+    gr = _guide_runner()
+    text = gr.GUIDE.read_text(encoding="utf-8")
+    for b in gr.blocks(gr.GUIDE):
+        if b.guide_test:
+            assert f"### {b.guide_test} " in text, f"{b.where}: guide-test {b.guide_test} names no section"
