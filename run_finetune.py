@@ -3,12 +3,17 @@
 
     python run_finetune.py --model PATH --template qwen --dataset NAME [--epochs 3 ...]
     python run_finetune.py --resume RUN_ID
+
+Every flag of ``invoke train`` is here (built from the same
+:class:`~finetune.llama_factory.plan.TrainFlags` and help), plus the old snake_case spellings
+(``--model_name_or_path``, ``--learning_rate`` ...). Both call
+:func:`finetune.llama_factory.train.run_training`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,50 +21,43 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The old spellings this script accepted before `invoke train` existed.
+LEGACY_ALIASES = {
+    "model": ["--model_name_or_path"], "run_name": ["--run_name"], "epochs": ["--num_train_epochs"],
+    "lr": ["--learning_rate"], "batch_size": ["--per_device_train_batch_size"], "cutoff": ["--cutoff_len"],
+    "lora_rank": ["--lora_rank"], "max_samples": ["--max_samples"], "save_steps": ["--save_steps"],
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from finetune.llama_factory.plan import FLAG_HELP, TrainFlags
+
+    p = argparse.ArgumentParser(description="Train headless with the arguments the Web UI writes "
+                                            "(legacy; use invoke train, same flags).")
+    for f in dataclasses.fields(TrainFlags):
+        names = ["--" + f.name.replace("_", "-"), *LEGACY_ALIASES.get(f.name, [])]
+        if f.name == "dataset":
+            p.add_argument(*names, dest=f.name, action="append", default=[], help=FLAG_HELP[f.name])
+            continue
+        kind = type(f.default)
+        p.add_argument(*names, dest=f.name, type=kind, default=f.default, help=FLAG_HELP[f.name])
+    p.add_argument("--json", action="store_true", help="print the result as JSON (no progress bar)")
+    return p
+
 
 def main(argv: list[str] | None = None) -> int:
     print("run_finetune.py is legacy; use `invoke train` (same flags). Training through finetune.llama_factory.train.",
           file=sys.stderr)
-    p = argparse.ArgumentParser(description="Train headless with the arguments the Web UI writes (legacy; use invoke train).")
-    p.add_argument("--model", "--model_name_or_path", dest="model", default="", help="base model folder")
-    p.add_argument("--template", default="default", help="chat template (qwen, llama3, ...)")
-    p.add_argument("--dataset", action="append", default=[], help="registered dataset name (repeatable or a,b)")
-    p.add_argument("--run-name", "--run_name", dest="run_name", default="", help="name added to the run id")
-    p.add_argument("--epochs", "--num_train_epochs", dest="epochs", type=float, default=3.0, help="epochs")
-    p.add_argument("--lr", "--learning_rate", dest="lr", type=float, default=5e-5, help="learning rate")
-    p.add_argument("--batch-size", "--per_device_train_batch_size", dest="batch_size", type=int, default=2,
-                   help="per-device batch size")
-    p.add_argument("--cutoff", "--cutoff_len", dest="cutoff", type=int, default=2048, help="max tokens")
-    p.add_argument("--lora-rank", "--lora_rank", dest="lora_rank", type=int, default=8, help="LoRA rank")
-    p.add_argument("--max-samples", "--max_samples", dest="max_samples", type=int, default=100000, help="max samples")
-    p.add_argument("--save-steps", "--save_steps", dest="save_steps", type=int, default=100, help="checkpoint every N steps")
-    p.add_argument("--resume", default="", help="continue this run id from its latest checkpoint")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    a = p.parse_args(argv)
+    a = vars(build_parser().parse_args(argv))
+    as_json = a.pop("json")
 
     from finetune.cli import guarded
-    from finetune.errors import UserError
     from finetune.layout import Layout
-    from finetune.llama_factory import train as tr
+    from finetune.llama_factory.plan import TrainFlags
+    from finetune.llama_factory.train import report, run_training
 
-    layout = Layout.from_env()
-
-    def run():
-        if a.resume:
-            return tr.train(layout, None, run_id=a.resume, resume=True, progress=not a.json)
-        if not a.model or not a.dataset:
-            raise UserError("--model and --dataset are needed", fix="python run_finetune.py --model PATH "
-                            "--template qwen --dataset NAME (or: invoke train ...)")
-        spec = tr.spec_from_flags(layout, model=a.model, template=a.template, dataset=a.dataset, epochs=a.epochs,
-                                  lr=a.lr, batch_size=a.batch_size, cutoff=a.cutoff, lora_rank=a.lora_rank,
-                                  max_samples=a.max_samples, save_steps=a.save_steps)
-        return tr.train(layout, spec, name=a.run_name, progress=not a.json)
-
-    result = guarded(run, as_json=a.json)
-    if a.json:
-        print(json.dumps(result.as_dict(), ensure_ascii=False))
-    else:
-        print(f"run {result.run_id} {result.status}: {result.run_dir}")
+    flags = TrainFlags.from_kwargs(**a)
+    report(guarded(lambda: run_training(Layout.from_env(), flags, progress=not as_json), as_json=as_json), as_json)
     return 0
 
 

@@ -10,15 +10,16 @@ A failure stops at its stage with that stage's fix. Light at import; stages impo
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune import fileio
 from finetune.errors import UserError
 from finetune.layout import Layout
+from finetune.rundir import MODEL_CONFIG
 
 DEMO_DATASET = "demo_facts"
 RAW_FACTS = Path("dataset", "raw", "demo_facts.json")
@@ -64,13 +65,20 @@ def demo_model(layout: Layout, fresh: bool = False) -> Path:
     from finetune.models.tiny import make_tiny_model
 
     out = layout.models_dir / DEMO_MODEL_NAME
-    marker = out / "tiny_model.json"
-    if not fresh and marker.is_file():
-        meta = json.loads(marker.read_text(encoding="utf-8"))
-        if meta.get("pretrain_steps") == PRETRAIN_STEPS and meta.get("layers") == DEMO_LAYERS:
-            return out
+    if not fresh and _tiny_meta(out).get("pretrain_steps") == PRETRAIN_STEPS \
+            and _tiny_meta(out).get("layers") == DEMO_LAYERS:
+        return out
     return make_tiny_model(out, layers=DEMO_LAYERS, pretrain_on=[layout.root / RAW_BACKGROUND],
                            pretrain_steps=PRETRAIN_STEPS)
+
+
+def _tiny_meta(model_dir: Path) -> dict[str, Any]:
+    """What ``make_tiny_model`` recorded about a tiny model ({} when absent or unreadable)."""
+    try:
+        meta = fileio.read_json(model_dir / "tiny_model.json", {})
+    except (UserError, OSError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 class Demo:
@@ -103,15 +111,14 @@ class Demo:
     def base_model(self) -> str:
         if self.model_arg:
             path = Path(self.model_arg).expanduser()
-            if not (path / "config.json").is_file():
-                raise UserError(f"--model {self.model_arg} is not a model folder (no config.json)",
+            if not (path / MODEL_CONFIG).is_file():
+                raise UserError(f"--model {self.model_arg} is not a model folder (no {MODEL_CONFIG})",
                                 where=str(path), fix="pass a local Hugging Face model folder: invoke demo --model PATH")
             self.result.model = str(path)
             return f"your model {path}"
         path = demo_model(self.layout, fresh=self.fresh_model)
         self.result.model = str(path)
-        meta = json.loads((path / "tiny_model.json").read_text(encoding="utf-8"))
-        return f"tiny Qwen2 ({meta['parameters']:,} parameters) at {path}"
+        return f"tiny Qwen2 ({_tiny_meta(path).get('parameters', 0):,} parameters) at {path}"
 
     def convert(self) -> str:
         from finetune.data.convert import convert_file
@@ -170,14 +177,13 @@ class Demo:
         return f"run {res.run_id}"
 
     def _follow_ui_run(self) -> str:
-        from finetune.runs import discover
+        from finetune.runs import run_dirs
 
         self.console.print(f"  open {self.handle.url}, press [bold]Load arguments[/] then [bold]Start[/]; "
                            "waiting for a run to finish (Ctrl-C to give up)")
         started = time.time()
         while True:
-            fresh = [r for r in discover(self.layout) if (Path(r.path) / "trainer_log.jsonl").is_file()
-                     and (Path(r.path) / "trainer_log.jsonl").stat().st_mtime >= started]
+            fresh = [rd.info() for rd in run_dirs(self.layout) if (rd.updated_at() or 0) >= started]
             done = [r for r in fresh if r.status in ("finished", "failed")]
             if done:
                 run = done[0]

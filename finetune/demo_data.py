@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+
+from finetune import fileio
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "su", "te", "vo", "zen", "pa", "qui", "dor", "fel", "gri", "hon",
              "jas", "bel", "cor", "nim", "tav", "wex"]
@@ -50,11 +51,10 @@ def write_demo_data(raw_dir: Path, n_facts: int = 16, n_background: int = 400, s
     facts, background = make_pairs(n_facts, n_background, seed)
     raw_dir.mkdir(parents=True, exist_ok=True)
     facts_path = raw_dir / "demo_facts.json"
-    facts_path.write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in facts],
-                                     ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    fileio.atomic_write_text(facts_path, fileio.dumps_json([{"instruction": q, "input": "", "output": a}
+                                                            for q, a in facts], indent=1) + "\n")
     bg_path = raw_dir / "demo_background.jsonl"
-    with bg_path.open("w", encoding="utf-8", newline="\n") as fh:
-        for q, a in background:
-            msgs = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-            fh.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    fileio.atomic_write_text(bg_path, "".join(
+        fileio.dumps_json({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+        for q, a in background))
     return facts_path, bg_path

@@ -207,7 +207,11 @@ def read_yaml(path: Path | str, default: Any = None, max_bytes: int = MAX_YAML_B
         return default
     _check_size(path, max_bytes)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader.get())  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        loader = _NoAliasLoader.get()
+        if "&" not in text and "*" not in text:  # no anchor, no alias possible: libyaml's safe loader is
+            loader = getattr(yaml, "CSafeLoader", loader)  # as safe and ~10x faster
+        data = yaml.load(text, Loader=loader)  # noqa: S506
     except UnicodeDecodeError as err:
         raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", where=str(path),
                         fix="save the file as UTF-8") from None

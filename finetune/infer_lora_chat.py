@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("finetune/infer_lora_chat.py is legacy; use `invoke infer RUN`. Answering through finetune.inference.chat.",
-          file=sys.stderr)
+def build_parser() -> argparse.ArgumentParser:
+    """The flags (every flag of the invoke task, plus the old spellings)."""
     p = argparse.ArgumentParser(description="Chat with a fine-tuned run (legacy; use invoke infer).")
     p.add_argument("run", nargs="?", help="run id, run / adapter / checkpoint folder, or merged model")
     p.add_argument("--adapter", "--adapter_name_or_path", "--lora", "--lora_path", dest="adapter",
@@ -26,36 +24,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="answer length limit")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    a = p.parse_args(argv)
+    return p
 
-    from finetune.cli import guarded
-    from finetune.errors import UserError
+
+def _call(layout, a: argparse.Namespace, ref: str) -> dict:
     from finetune.inference.chat import infer
-    from finetune.layout import Layout
 
-    def run():
-        ref = a.run or a.adapter
-        if not ref:
-            raise UserError("which run? none given", fix="python finetune/infer_lora_chat.py RUN_ID (see invoke runs)")
-        return infer(Layout.from_env(), ref, prompt=a.prompt, prompts_file=a.prompts, out=a.out, system=a.system,
-                     max_new_tokens=a.max_new_tokens, temperature=a.temperature, base=a.base, template=a.template,
-                     as_json=a.json)
-
-    result = guarded(run, as_json=a.json)
-    if a.json:
-        print(json.dumps(result, ensure_ascii=False))
-    elif a.prompts:
-        print(f"{result['prompts']} answers written to {result['out']}")
-    return 0
+    return infer(layout, ref, prompt=a.prompt, prompts_file=a.prompts, out=a.out, system=a.system,
+                 max_new_tokens=a.max_new_tokens, temperature=a.temperature, base=a.base, template=a.template,
+                 as_json=a.json)
 
 
-def _script_path_fix() -> None:
-    """Run as a script, this file's folder would shadow top-level names; put the project root first."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    sys.path.insert(0, str(here.parent))
+def main(argv: list[str] | None = None) -> int:
+    from finetune.legacy import run_legacy
+
+    return run_legacy("finetune/infer_lora_chat.py", "infer", "finetune.inference.chat", build_parser(), _call,
+                      lambda a, result: f"{result['prompts']} answers written to {result['out']}" if a.prompts else "", argv)
 
 
 if __name__ == "__main__":
-    _script_path_fix()
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project root, not finetune/, comes first
     raise SystemExit(main())

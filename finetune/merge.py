@@ -4,14 +4,12 @@ adapter into its base exactly like ``invoke merge`` (finetune.inference.merge)."
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("finetune/merge.py is legacy; use `invoke merge RUN`. Merging through finetune.inference.merge.",
-          file=sys.stderr)
+def build_parser() -> argparse.ArgumentParser:
+    """The flags (every flag of the invoke task, plus the old spellings)."""
     p = argparse.ArgumentParser(description="Merge a LoRA adapter into its base model (legacy; use invoke merge).")
     p.add_argument("run", nargs="?", help="run id, run / adapter / checkpoint folder")
     p.add_argument("--adapter", "--adapter_name_or_path", "--lora", dest="adapter", help="adapter folder (same as RUN)")
@@ -22,32 +20,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", type=int, default=3, help="prompts for the adapter-vs-merged check (0 skips)")
     p.add_argument("--force", action="store_true", help="replace an existing merged folder")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    a = p.parse_args(argv)
+    return p
 
-    from finetune.cli import guarded
-    from finetune.errors import UserError
+
+def _call(layout, a: argparse.Namespace, ref: str) -> dict:
     from finetune.inference.merge import merge
-    from finetune.layout import Layout
 
-    def run():
-        ref = a.run or a.adapter
-        if not ref:
-            raise UserError("which adapter? none given", fix="python finetune/merge.py RUN_ID (see invoke runs)")
-        return merge(Layout.from_env(), ref, out_dir=a.out, base=a.base, template=a.template, dtype=a.dtype,
-                     n_check=a.check, force=a.force)
-
-    result = guarded(run, as_json=a.json)
-    print(json.dumps(result, ensure_ascii=False) if a.json else f"merged into {result['merged']}")
-    return 0
+    return merge(layout, ref, out_dir=a.out, base=a.base, template=a.template, dtype=a.dtype, n_check=a.check,
+                 force=a.force)
 
 
-def _script_path_fix() -> None:
-    """Run as a script, this file's folder would shadow top-level names; put the project root first."""
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    sys.path.insert(0, str(here.parent))
+def main(argv: list[str] | None = None) -> int:
+    from finetune.legacy import run_legacy
+
+    return run_legacy("finetune/merge.py", "merge", "finetune.inference.merge", build_parser(), _call,
+                      lambda a, result: f"merged into {result['merged']}", argv)
 
 
 if __name__ == "__main__":
-    _script_path_fix()
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # the project root, not finetune/, comes first
     raise SystemExit(main())

@@ -11,7 +11,6 @@ Heavy imports (torch, llamafactory) happen inside functions only.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune import fileio
 from finetune.errors import UserError
 from finetune.inference.resolve import ModelRef, resolve
 from finetune.layout import Layout
@@ -120,7 +120,7 @@ def load(ref: ModelRef, **engine_overrides: Any) -> Chat:
         from llamafactory.chat import ChatModel
     except ImportError as err:
         raise UserError(f"the training stack is not installed ({err.name} missing)",
-                        fix="install it: nox -s setup (or pip install -e .[train]); then invoke doctor") from None
+                        fix="install it: python -m nox -s smoke (or pip install -e .[train]); then invoke doctor") from None
     try:
         model = ChatModel(engine_args(ref, **engine_overrides))
     except (OSError, ValueError) as err:
@@ -169,9 +169,9 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
                 items.append({"line": n, "messages": [{"role": "user", "content": line.rstrip("\n")}]})
                 continue
             try:
-                rec = json.loads(line)
-            except ValueError as err:
-                raise UserError(f"line {n} is not valid JSON ({err})", where=f"{path}:{n}",
+                rec = fileio.parse_json(line, str(path))
+            except UserError as err:
+                raise UserError(f"line {n}: {err.message}", where=f"{path}:{n}",
                                 fix="one JSON object per line: {\"prompt\": \"...\"} or {\"messages\": [...]}") from None
             item = _prompt_item(rec)
             if item is None:
@@ -206,13 +206,8 @@ def _prompt_item(rec: Any) -> dict[str, Any] | None:
     return None
 
 
-def _atomic_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    fileio.atomic_write_text(path, "".join(fileio.dumps_json(row) + "\n" for row in rows))
 
 
 # ---- invoke infer ---------------------------------------------------------------------------------
@@ -247,7 +242,7 @@ def infer(layout: Layout, ref: str, prompt: str | None = None, prompts_file: str
                              "messages": item["messages"], "answer": res["text"], "reference": item.get("reference"),
                              "tokens": res["tokens"], "finish_reason": res["finish_reason"]})
                 bar.advance(task)
-        _atomic_jsonl(out_path, rows)
+        _write_jsonl(out_path, rows)
         summary.update(prompts=len(rows), out=str(out_path))
         return summary
     interactive(chat, system=system, gen=gen, console=console)

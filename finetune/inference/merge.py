@@ -8,7 +8,6 @@ before anything is loaded (merging into 4/8-bit weights is lossy and LLaMA-Facto
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -16,37 +15,41 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from finetune import fileio
 from finetune.errors import UserError
-from finetune.inference.resolve import MERGE_RECORD, ModelRef, resolve
+from finetune.inference.resolve import ModelRef, resolve
 from finetune.layout import Layout
+from finetune.rundir import MERGE_RECORD, MERGED_DIR, MODEL_CONFIG
 
 DEFAULT_CHECK_PROMPTS = ["Hello!", "What can you do?", "Tell me one short fact."]
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+def _model_config(folder: str | Path) -> dict[str, Any]:
+    """A model's config.json ({} when absent or unreadable)."""
+    try:
+        cfg = fileio.read_json(Path(folder) / MODEL_CONFIG, {})
+    except (UserError, OSError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def base_dtype(base: str) -> str:
     """The dtype the base model was saved in (config.json), float32 when unknown."""
-    try:
-        cfg = json.loads((Path(base) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "float32"
+    cfg = _model_config(base)
     value = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
     return _DTYPES.get(str(value), "float32")
 
 
 def check_not_quantized(ref: ModelRef) -> None:
     """Refuse a quantized base (bitsandbytes / GPTQ / AWQ ... weights) with the fix."""
-    try:
-        cfg = json.loads((Path(ref.base) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cfg = {}
-    quant = cfg.get("quantization_config")
+    quant = _model_config(ref.base).get("quantization_config")
     if quant:
         method = quant.get("quant_method", "quantized") if isinstance(quant, dict) else "quantized"
         raise UserError(
             f"the base model {ref.base} is quantized ({method}); an adapter cannot be merged into quantized weights",
-            where=str(Path(ref.base) / "config.json"),
+            where=str(Path(ref.base) / MODEL_CONFIG),
             details=["merging needs the full-precision (fp16 / bf16 / fp32) weights of the same model; "
                      "QLoRA adapters trained on a 4/8-bit base merge into its unquantized original"],
             fix="pass the unquantized base: invoke merge RUN --base PATH_TO_FULL_PRECISION_MODEL",
@@ -55,16 +58,17 @@ def check_not_quantized(ref: ModelRef) -> None:
 
 def check_prompts_for(ref: ModelRef, n: int) -> list[str]:
     """A few user prompts from the run's own dataset (else generic ones)."""
+    from finetune.data.register import read_dataset_info
+
     prompts: list[str] = []
     if ref.dataset and ref.dataset_dir:
-        info_path = Path(ref.dataset_dir) / "dataset_info.json"
         try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
+            info = read_dataset_info(Path(ref.dataset_dir) / "dataset_info.json")
             first = info[ref.dataset.split(",")[0]]
             file = Path(ref.dataset_dir) / first["file_name"]
             with file.open(encoding="utf-8") as fh:
                 for line in fh:
-                    rec = json.loads(line)
+                    rec = fileio.parse_json(line, str(file))
                     msgs = rec.get("messages") or rec.get("conversations") or []
                     users = [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
                     if users and isinstance(users[0], str) and users[0] not in prompts:
@@ -86,8 +90,8 @@ def merge(layout: Layout, ref: str, out_dir: str | None = None, base: str | None
                         where=model_ref.base, fix="invoke infer --run " + model_ref.source + " (use it as is)")
     check_not_quantized(model_ref)
     out = Path(out_dir).expanduser().resolve() if out_dir else (
-        Path(model_ref.run_dir) / "merged" if model_ref.run_dir and model_ref.kind == "run"
-        else Path(model_ref.adapter) / "merged")
+        Path(model_ref.run_dir) / MERGED_DIR if model_ref.run_dir and model_ref.kind == "run"
+        else Path(model_ref.adapter) / MERGED_DIR)
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} already exists and is not empty", where=str(out),
                         fix="pass --out NEW_FOLDER, or --force to replace it")
@@ -116,7 +120,7 @@ def merge(layout: Layout, ref: str, out_dir: str | None = None, base: str | None
     record = {"base": model_ref.base, "adapter": model_ref.adapter, "template": model_ref.template,
               "run_id": model_ref.run_id, "run_dir": model_ref.run_dir, "dtype": chosen,
               "merged_at": datetime.now().isoformat(timespec="seconds")}
-    (tmp / MERGE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    fileio.atomic_write_text(tmp / MERGE_RECORD, fileio.dumps_json(record, indent=2) + "\n")
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
@@ -131,7 +135,7 @@ def merge(layout: Layout, ref: str, out_dir: str | None = None, base: str | None
         result["check"] = equivalence_check(model_ref, out, prompts or check_prompts_for(model_ref, n_check), chosen,
                                             max_new_tokens)
         record["check"] = result["check"]
-        (out / MERGE_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        fileio.atomic_write_text(out / MERGE_RECORD, fileio.dumps_json(record, indent=2) + "\n")
         if not result["check"]["equal"]:
             diffs = [f"{c['prompt']!r}: adapter {c['adapter']!r} != merged {c['merged']!r}"
                      for c in result["check"]["cases"] if not c["equal"]]

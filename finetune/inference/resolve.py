@@ -11,20 +11,30 @@ Light module: no torch / transformers / llamafactory.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune import fileio
 from finetune.errors import UserError
 from finetune.layout import Layout
+from finetune.rundir import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    BOARD_CONFIG,
+    CHECKPOINT_PREFIX,
+    MERGE_RECORD,
+    MERGED_DIR,
+    MODEL_CONFIG,
+    TRAINING_ARGS,
+    RecordedArgs,
+    RunDir,
+    is_adapter_dir,
+    is_model_dir,
+)
 
-MERGE_RECORD = "finetune_merge.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
+__all__ = ["MERGE_RECORD", "ModelRef", "check_template_name", "find_folder", "merge_record", "resolve"]
 
 @dataclass
 class ModelRef:
@@ -49,22 +59,11 @@ class ModelRef:
         return f"{self.kind} {self.run_id or self.source}"
 
 
-def _yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    import yaml
-
+def merge_record(folder: Path) -> dict[str, Any]:
+    """``finetune_merge.json`` of a merged model ({} when absent or unreadable)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - a broken file gives no information, discovery reports it
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001
+        data = fileio.read_json(Path(folder) / MERGE_RECORD, {}) if (Path(folder) / MERGE_RECORD).is_file() else {}
+    except (UserError, OSError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -80,32 +79,14 @@ def _holds(folder: Path, limit: int = 15) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _is_model_dir(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (
-        any((folder / n).is_file() for n in WEIGHT_FILES) or any(folder.glob("model-*.safetensors")))
-
-
-def _has_adapter(folder: Path) -> bool:
-    return (folder / "adapter_config.json").is_file() and any((folder / n).is_file() for n in ADAPTER_WEIGHTS)
-
-
-def _run_settings(folder: Path) -> tuple[dict[str, Any], Path | None]:
-    """training_args / board settings of the run that owns ``folder`` (itself or its parent)."""
+def _run_settings(folder: Path) -> tuple[RecordedArgs, Path | None]:
+    """Recorded arguments of the run that owns ``folder`` (itself, or its parent for a checkpoint)."""
     for candidate in (folder, folder.parent):
-        args = _yaml(candidate / "training_args.yaml")
-        board = _yaml(candidate / "llamaboard_config.yaml")
-        if args or board:
-            merged = {
-                "model_name_or_path": args.get("model_name_or_path") or board.get("top.model_path"),
-                "template": args.get("template") or board.get("top.template"),
-                "finetuning_type": args.get("finetuning_type") or board.get("top.finetuning_type"),
-                "cutoff_len": args.get("cutoff_len") or board.get("train.cutoff_len"),
-                "quantization_bit": args.get("quantization_bit"),
-                "dataset": args.get("dataset"),
-                "dataset_dir": args.get("dataset_dir"),
-            }
-            return merged, candidate
-    return {}, None
+        if (candidate / TRAINING_ARGS).is_file() or (candidate / BOARD_CONFIG).is_file():
+            rec = RunDir(candidate).recorded()
+            if rec != RecordedArgs():
+                return rec, candidate
+    return RecordedArgs(), None
 
 
 def _nearest_runs_line(layout: Layout, ref: str) -> list[str]:
@@ -139,35 +120,32 @@ def resolve(layout: Layout, ref: str, base: str | None = None, template: str | N
     """Resolve ``ref`` (run id / run, adapter, checkpoint, merged or model folder) to a :class:`ModelRef`."""
     folder, run_id = find_folder(layout, str(ref))
     settings, run_dir = _run_settings(folder)
-    record = _json(folder / MERGE_RECORD)
+    record = merge_record(folder)
     adapter: Path | None = None
 
-    if _has_adapter(folder):
+    if is_adapter_dir(folder):
         adapter = folder
-        kind = "checkpoint" if folder.name.startswith("checkpoint-") else ("run" if run_dir == folder else "adapter")
-    elif _is_model_dir(folder):
+        kind = "checkpoint" if folder.name.startswith(CHECKPOINT_PREFIX) else ("run" if run_dir == folder else "adapter")
+    elif is_model_dir(folder):
         kind = "merged" if record else "model"
-    elif (folder / "merged").is_dir() and _is_model_dir(folder / "merged"):
-        folder, kind = folder / "merged", "merged"
-        record = _json(folder / MERGE_RECORD)
+    elif is_model_dir(folder / MERGED_DIR):
+        folder, kind = folder / MERGED_DIR, "merged"
+        record = merge_record(folder)
     else:
         details = [f"{folder} holds: {_holds(folder)}"]
-        ckpts = sorted((p for p in folder.glob("checkpoint-*") if _has_adapter(p)),
-                       key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else -1)
-        if (folder / "adapter_config.json").is_file():
-            details.insert(0, "adapter_config.json is there but adapter_model.safetensors is missing "
+        ckpts = [c.path for c in RunDir(folder).checkpoints() if is_adapter_dir(c.path)]
+        if (folder / ADAPTER_CONFIG).is_file():
+            details.insert(0, f"{ADAPTER_CONFIG} is there but {ADAPTER_WEIGHTS[0]} is missing "
                               "(copy incomplete, or training still saving)")
         if ckpts:
             details.append(f"checkpoints with an adapter: {', '.join(p.name for p in ckpts)} "
                            f"(e.g. invoke infer --run {ckpts[-1]})")
         if run_dir is not None:
-            from finetune.runs import read_run
-
-            info = read_run(run_dir)
+            info = RunDir(run_dir).info()
             details.append(f"this run is {info.status} at step {info.steps}/{info.total_steps}")
         details += _nearest_runs_line(layout, folder.name)
         fix = (f"resume the run (invoke train --resume {folder.name}) or use a checkpoint folder"
-               if ckpts else "point --run at a folder with adapter_config.json + adapter_model.safetensors, "
+               if ckpts else f"point --run at a folder with {ADAPTER_CONFIG} + {ADAPTER_WEIGHTS[0]}, "
                              "a merged model, or a run id from invoke runs")
         raise UserError(f"adapter not found in {folder}", where=str(folder), details=details, fix=fix)
 
@@ -178,12 +156,11 @@ def resolve(layout: Layout, ref: str, base: str | None = None, template: str | N
     else:
         base_model = base
         if not base_model:
-            base_model = settings.get("model_name_or_path")
-            looked.append(f"{run_dir / 'training_args.yaml'}" if run_dir else "training_args.yaml (none)")
+            base_model = settings.base_model
+            looked.append(f"{run_dir / TRAINING_ARGS}" if run_dir else f"{TRAINING_ARGS} (none)")
         if not base_model:
-            cfg = _json(adapter / "adapter_config.json")
-            base_model = cfg.get("base_model_name_or_path")
-            looked.append(str(adapter / "adapter_config.json"))
+            base_model = RunDir(adapter).recorded().base_model
+            looked.append(str(adapter / ADAPTER_CONFIG))
         if not base_model:
             raise UserError("base model not given, and the run does not say which it is",
                             where=str(adapter), details=[f"looked in: {', '.join(looked)}"],
@@ -191,28 +168,28 @@ def resolve(layout: Layout, ref: str, base: str | None = None, template: str | N
         _check_base_exists(base_model, given=bool(base), looked=looked)
 
     # -- template -----------------------------------------------------------------------------------
-    tmpl = template or settings.get("template") or record.get("template")
+    tmpl = template or settings.template or record.get("template")
     if not tmpl:
         raise UserError(f"no chat template known for {folder}", where=str(folder),
-                        details=["looked in training_args.yaml / llamaboard_config.yaml of the run and "
+                        details=[f"looked in {TRAINING_ARGS} / {BOARD_CONFIG} of the run and "
                                  f"{MERGE_RECORD} of a merged model"],
                         fix="pass the template the model was trained with: --template NAME (e.g. qwen, llama3)")
     if check_template:
         check_template_name(tmpl)
 
-    ft = settings.get("finetuning_type") or ("lora" if adapter else "full")
+    ft = settings.finetuning_type or ("lora" if adapter else "full")
     return ModelRef(base=str(base_model), adapter=str(adapter) if adapter else None, template=tmpl, kind=kind,
                     source=str(ref), run_dir=str(run_dir) if run_dir else record.get("run_dir"),
                     run_id=run_id or (run_dir.name if run_dir else record.get("run_id")),
-                    finetuning_type=ft if adapter else "full", cutoff_len=settings.get("cutoff_len"),
-                    dataset=settings.get("dataset"), dataset_dir=settings.get("dataset_dir"))
+                    finetuning_type=ft if adapter else "full", cutoff_len=settings.cutoff_len,
+                    dataset=settings.dataset, dataset_dir=settings.dataset_dir)
 
 
 def _check_base_exists(base_model: str, given: bool, looked: list[str]) -> None:
     path = Path(base_model).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"base model folder {path} holds no config.json", where=str(path),
+        if not (path / MODEL_CONFIG).is_file():
+            raise UserError(f"base model folder {path} holds no {MODEL_CONFIG}", where=str(path),
                             details=[f"it holds: {_holds(path)}"], fix="pass the model folder: --base PATH")
         return
     looks_local = base_model.startswith((".", "/", "~", "\\")) or base_model[1:3] == ":\\" \

@@ -13,17 +13,17 @@ Both models are loaded through LLaMA-Factory's chat engine (see :mod:`finetune.i
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any
 
+from finetune import fileio
 from finetune.errors import UserError
-from finetune.inference.resolve import MERGE_RECORD, ModelRef, resolve
+from finetune.inference.resolve import ModelRef, merge_record, resolve
 from finetune.layout import Layout
+from finetune.rundir import EVAL_PREFIX
 
 
 def normalise(text: str) -> str:
@@ -44,9 +44,9 @@ def read_conversations(path: Path, max_samples: int | None = None) -> tuple[list
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = fileio.parse_json(line, str(path))
                 msgs = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]
-            except (ValueError, KeyError, TypeError):
+            except (UserError, KeyError, TypeError):
                 skipped += 1
                 continue
             system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
@@ -127,12 +127,7 @@ def verify(layout: Layout, run_ref: str, data_file: str | Path, max_samples: int
     if tuned.adapter:
         base_path = tuned.base
     else:
-        record = {}
-        try:
-            record = json.loads((Path(tuned.base) / MERGE_RECORD).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
-        base_path = base or record.get("base")
+        base_path = base or merge_record(Path(tuned.base)).get("base")
         if not base_path:
             raise UserError(f"{tuned.base} is a full model and its base model is unknown",
                             where=tuned.base, fix="pass the base model to compare against: --base PATH")
@@ -154,10 +149,8 @@ def verify(layout: Layout, run_ref: str, data_file: str | Path, max_samples: int
         "examples": examples,
     }
     if save and tuned.run_dir and Path(tuned.run_dir).is_dir():
-        out = Path(tuned.run_dir) / f"verify-{Path(data_file).stem}.json"
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, out)
+        out = Path(tuned.run_dir) / f"{EVAL_PREFIX}{Path(data_file).stem}.json"
+        fileio.atomic_write_text(out, fileio.dumps_json(report, indent=2) + "\n")
         report["saved"] = str(out)
     return report
 

@@ -19,13 +19,13 @@ Light module: no torch / transformers / llamafactory at import time.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-LLAMABOARD_CONFIG = "llamaboard_config.yaml"
-TRAINING_ARGS = "training_args.yaml"
 
 # Web UI "Training stage" labels -> stage (llamafactory.extras.constants.TRAINING_STAGES).
 TRAINING_STAGES = {
@@ -48,7 +48,7 @@ _NO_SKIP_KEYS = ("packing", "enable_thinking", "use_reentrant_gc", "double_quant
                  "freeze_vision_tower", "freeze_multi_modal_projector")
 
 # The train-tab inputs of the page and their initial values in LLaMA-Factory 0.9.5 (read from a
-# built page; tests/smoke/test_runs_args.py checks them against the installed version).
+# built page; tests/smoke/test_runs_train.py checks them against the installed version).
 UI_DEFAULTS: dict[str, Any] = {
     "top.model_name": None, "top.model_path": None, "top.finetuning_type": "lora", "top.checkpoint_path": [],
     "top.quantization_bit": "none", "top.quantization_method": "bnb", "top.template": "default",
@@ -98,11 +98,14 @@ def default_workers(cpu_count: int | None = None) -> int:
 def detect_compute_type() -> str:
     """bf16 on a CUDA card that has it, fp16 on other CUDA cards, fp32 elsewhere (CPU, MPS).
 
-    ``FINETUNE_COMPUTE_TYPE`` overrides. Imports torch (inside the function) only when asked.
+    ``FINETUNE_COMPUTE_TYPE`` overrides. Imports torch (inside the function, once) only when asked.
     """
     forced = os.environ.get("FINETUNE_COMPUTE_TYPE", "").strip()
-    if forced:
-        return forced
+    return forced or _device_compute_type()
+
+
+@functools.lru_cache(maxsize=1)
+def _device_compute_type() -> str:
     try:
         import torch
     except Exception:  # noqa: BLE001 - no torch: nothing to accelerate
@@ -120,9 +123,34 @@ def _num_str(value: float) -> str:
     return repr(float(value)) if isinstance(value, (int, float)) else str(value)
 
 
-@dataclass
+# Numeric settings: (check, what it must be). A problem names the flag when there is one.
+_POSITIVE = (lambda v: v > 0, "a number above 0")
+_AT_LEAST_1 = (lambda v: v >= 1, "a whole number of at least 1")
+_NUMBER_RULES: dict[str, tuple[type, Any, str]] = {
+    "learning_rate": (float, *_POSITIVE),
+    "num_train_epochs": (float, *_POSITIVE),
+    "max_grad_norm": (float, *_POSITIVE),
+    "per_device_train_batch_size": (int, *_AT_LEAST_1),
+    "gradient_accumulation_steps": (int, *_AT_LEAST_1),
+    "cutoff_len": (int, *_AT_LEAST_1),
+    "lora_rank": (int, *_AT_LEAST_1),
+    "lora_alpha": (int, *_AT_LEAST_1),
+    "logging_steps": (int, *_AT_LEAST_1),
+    "save_steps": (int, *_AT_LEAST_1),
+    "max_samples": (int, *_AT_LEAST_1),
+    "preprocessing_num_workers": (int, *_AT_LEAST_1),
+    "warmup_steps": (int, lambda v: v >= 0, "a whole number of at least 0"),
+    "val_size": (float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+    "lora_dropout": (float, lambda v: 0 <= v < 1, "a fraction from 0 up to (not including) 1"),
+}
+
+
+@dataclass(frozen=True)
 class TrainSpec:
-    """One training run's settings, in the Web UI's terms (defaults are the page's defaults)."""
+    """One training run's settings, in the Web UI's terms (defaults are the page's defaults).
+
+    Frozen: the train plan builds the final one once (``dataclasses.replace``); nothing edits it after.
+    """
 
     model_path: str
     template: str = "default"
@@ -158,9 +186,9 @@ class TrainSpec:
     report_to: str = "none"
 
     def __post_init__(self) -> None:
-        if isinstance(self.dataset, str):
-            self.dataset = [d.strip() for d in self.dataset.split(",") if d.strip()]
-        self.dataset = list(self.dataset)
+        names = self.dataset.split(",") if isinstance(self.dataset, str) else self.dataset
+        object.__setattr__(self, "dataset", [str(d).strip() for d in names if str(d).strip()])
+        object.__setattr__(self, "extra", dict(self.extra))
         if self.stage not in STAGE_LABELS:
             raise ValueError(f"unknown stage {self.stage!r}; one of {sorted(STAGE_LABELS)}")
         if self.finetuning_type not in FINETUNING_TYPES:
@@ -169,10 +197,22 @@ class TrainSpec:
             raise ValueError(f"unknown compute type {self.compute_type!r}; one of {COMPUTE_TYPES}")
 
     def resolved_compute_type(self) -> str:
-        """The compute type, with "auto" replaced by what this machine supports (cached)."""
-        if self.compute_type == "auto":
-            self.compute_type = detect_compute_type()
-        return self.compute_type
+        """The compute type, with "auto" replaced by what this machine supports."""
+        return detect_compute_type() if self.compute_type == "auto" else self.compute_type
+
+    def problems(self, labels: Mapping[str, str] | None = None) -> list[str]:
+        """Every numeric setting that LLaMA-Factory would reject or misuse (a negative learning rate,
+        batch size 0, infinite epochs ...), each named by its flag in ``labels`` (else the field)."""
+        out = []
+        for name, (kind, ok, what) in _NUMBER_RULES.items():
+            value = getattr(self, name)
+            label = (labels or {}).get(name, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if kind is int and number and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not number or (kind is int and not isinstance(value, int)) or not math.isfinite(value) or not ok(value):
+                out.append(f"{label} must be {what} (got {value!r})")
+        return out
 
     # -- the page's view --------------------------------------------------------------------------
     def _extra_args(self) -> dict[str, Any]:
@@ -180,6 +220,7 @@ class TrainSpec:
 
     def ui_values(self) -> dict[str, Any]:
         """Every train-tab field of the page, as the page would hold it for this spec."""
+        compute_type = self.resolved_compute_type()
         values = dict(UI_DEFAULTS)
         values.update({
             "top.model_name": self.model_name,
@@ -195,7 +236,7 @@ class TrainSpec:
             "train.num_train_epochs": _num_str(self.num_train_epochs),
             "train.max_grad_norm": _num_str(self.max_grad_norm),
             "train.max_samples": str(int(self.max_samples)),
-            "train.compute_type": self.resolved_compute_type(),
+            "train.compute_type": compute_type,
             "train.cutoff_len": int(self.cutoff_len),
             "train.batch_size": int(self.per_device_train_batch_size),
             "train.gradient_accumulation_steps": int(self.gradient_accumulation_steps),
@@ -230,8 +271,9 @@ class TrainSpec:
     def to_training_args(self) -> dict[str, Any]:
         """``training_args.yaml`` as the Web UI writes it for these settings."""
         if not self.output_dir:
-            raise ValueError("TrainSpec.output_dir is empty; train() sets it to the run folder")
+            raise ValueError("TrainSpec.output_dir is empty; the train plan sets it to the run folder")
         ft = self.finetuning_type
+        compute_type = self.resolved_compute_type()
         args: dict[str, Any] = dict(
             stage=self.stage,
             do_train=True,
@@ -271,9 +313,9 @@ class TrainSpec:
             use_badam=False,
             use_swanlab=False,
             output_dir=str(self.output_dir),
-            fp16=self.resolved_compute_type() == "fp16",
-            bf16=self.compute_type == "bf16",
-            pure_bf16=self.compute_type == "pure_bf16",
+            fp16=compute_type == "fp16",
+            bf16=compute_type == "bf16",
+            pure_bf16=compute_type == "pure_bf16",
             plot_loss=bool(self.plot_loss),
             trust_remote_code=True,
             ddp_timeout=180000000,

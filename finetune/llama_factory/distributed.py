@@ -9,9 +9,10 @@ DeepSpeed configs (the ones LLaMA-Factory ships in examples/deepspeed) into the 
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from finetune import fileio
 
 DEEPSPEED_CHOICES = ("z2", "z3", "z2-offload", "z3-offload")
 
@@ -111,19 +112,13 @@ def deepspeed_config(kind: str) -> dict:
     return cfg
 
 
+def deepspeed_config_path(run_dir: Path, kind: str) -> Path:
+    """Where ``kind``'s config goes in the run folder (``ds_z2.json`` ...): the run stays self-contained."""
+    return Path(run_dir) / f"ds_{kind.replace('-', '_')}.json"
+
+
 def write_deepspeed_config(run_dir: Path, kind: str) -> Path:
-    """Write ``ds_<kind>.json`` into the run folder (the run stays self-contained)."""
-    path = Path(run_dir) / f"ds_{kind.replace('-', '_')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(deepspeed_config(kind), indent=2), encoding="utf-8")
+    """Write ``ds_<kind>.json`` into the run folder."""
+    path = deepspeed_config_path(run_dir, kind)
+    fileio.atomic_write_text(path, fileio.dumps_json(deepspeed_config(kind), indent=2) + "\n")
     return path
-
-
-def train_args(spec: DistSpec, run_dir: Path, cuda: bool) -> dict:
-    """Extra training arguments: the DeepSpeed config path, gloo on machines without CUDA."""
-    extra: dict = {}
-    if spec.deepspeed:
-        extra["deepspeed"] = str(write_deepspeed_config(run_dir, spec.deepspeed))
-    if spec.distributed and not cuda:
-        extra["ddp_backend"] = "gloo"
-    return extra

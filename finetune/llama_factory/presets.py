@@ -9,9 +9,10 @@ logits and their gradient), checked against those measured numbers in the unit t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from finetune import fileio
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 1.5
@@ -28,7 +29,7 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, model_dir: Path) -> ModelShape:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+        cfg = fileio.read_json(Path(model_dir) / "config.json", {})
         cfg = cfg.get("text_config", cfg)
         h, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
         inter = cfg.get("intermediate_size", 4 * h)

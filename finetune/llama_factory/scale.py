@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune.env.portable import ddp_backend
 from finetune.errors import UserError
 from finetune.llama_factory.distributed import DEEPSPEED_CHOICES, DistSpec
 from finetune.llama_factory.presets import ModelShape, throughput_preset
@@ -37,29 +38,28 @@ def cuda_free_gib() -> float | None:
 
 
 # Preset keys that are TrainSpec fields (shown in their own Web UI boxes), not "extra arguments".
-_SPEC_FIELDS = {"per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len"}
+SPEC_FIELDS = frozenset({"per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScaleSettings:
+    """What the scale flags mean for one run. ``problems`` (with ``fixes``) say what is wrong; the
+    train plan reports them together with every other problem."""
+
     fields: dict = field(default_factory=dict)  # TrainSpec field overrides
     extra: dict = field(default_factory=dict)  # the page's "Extra arguments"
     env: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory's launcher variables
-    notes: list[str] = field(default_factory=list)
-
-    def apply(self, spec) -> None:
-        """Put these settings on a TrainSpec (fields, extra arguments, quantization)."""
-        for key, value in self.fields.items():
-            setattr(spec, key, value)
-        spec.extra.update(self.extra)
+    notes: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()
 
 
 def scale_settings(model_path: str, dist: DistSpec, preset: str | None = None, quantization_bit: int | None = None,
                    cutoff_len: int = 2048, free_gib: float | None | str = "detect") -> ScaleSettings:
-    """Training arguments (``extra``) and launcher variables (``env``) for these flags.
+    """Training arguments (``extra``), launcher variables (``env``) and problems for these flags.
 
-    ``extra["deepspeed"]`` holds the config *kind* (z2, ...); ``train()`` writes the JSON into the
-    run folder and replaces it with that path.
+    ``extra["deepspeed"]`` holds the config *kind* (z2, ...); the train plan turns it into the path
+    of the config written into the run folder.
     """
     free = cuda_free_gib() if free_gib == "detect" else free_gib
     cuda = free is not None
@@ -80,29 +80,35 @@ def scale_settings(model_path: str, dist: DistSpec, preset: str | None = None, q
     if dist.deepspeed and dist.deepspeed in DEEPSPEED_CHOICES and not _installed("deepspeed"):
         problems.append(f"--deepspeed {dist.deepspeed} needs the deepspeed package, which is not installed")
         fixes.append('python -m pip install "deepspeed>=0.10,<=0.16.9"')
-    if problems:
-        raise UserError(f"{len(problems)} problem(s) with the training flags", details=problems,
-                        fix="; ".join(fixes) or "correct the flags above (invoke --help train)")
 
-    out = ScaleSettings(env=dist.env())
-    if quantization_bit:
-        out.fields["quantization_bit"] = quantization_bit
+    fields_: dict = {}
+    extra: dict = {}
+    notes: list[str] = []
+    if quantization_bit in (4, 8):
+        fields_["quantization_bit"] = quantization_bit
     if dist.deepspeed:
-        out.extra["deepspeed"] = dist.deepspeed
+        extra["deepspeed"] = dist.deepspeed
     if dist.distributed and not cuda:
-        out.extra["ddp_backend"] = "gloo"
-        out.notes.append("no CUDA: ranks talk over gloo on the CPU")
+        extra["ddp_backend"] = "gloo"
+        notes.append("no CUDA: ranks talk over gloo on the CPU")
+    elif dist.distributed and ddp_backend(cuda) == "gloo":  # Windows: PyTorch has no NCCL there
+        extra["ddp_backend"] = "gloo"
+        notes.append("Windows: ranks talk over gloo (PyTorch has no NCCL on Windows)")
     if dist.distributed:
-        out.notes.append(f"torchrun: {dist.nnodes} node(s) x {dist.nproc_per_node} process(es); "
-                         f"node {dist.node_rank}, master {dist.master_addr}:{dist.master_port}")
+        notes.append(f"torchrun: {dist.nnodes} node(s) x {dist.nproc_per_node} process(es); "
+                     f"node {dist.node_rank}, master {dist.master_addr}:{dist.master_port}")
     if preset == "throughput":
-        shape = ModelShape.from_config(Path(model_path)) if (Path(model_path) / "config.json").is_file() else None
+        try:
+            shape = ModelShape.from_config(Path(model_path)) if (Path(model_path) / "config.json").is_file() else None
+        except (UserError, KeyError, TypeError, AttributeError):
+            shape = None
         if shape is None:
-            out.notes.append("--preset throughput: model config not readable here; defaults kept")
+            notes.append("--preset throughput: model config not readable here; defaults kept")
         else:
             p = throughput_preset(shape, free, cutoff_len, bf16=cuda, flash_attn_installed=_installed("flash_attn"),
                                   liger_installed=_installed("liger_kernel"), quant_bits=quantization_bit)
-            out.fields.update({k: v for k, v in p.args.items() if k in _SPEC_FIELDS})
-            out.extra.update({k: v for k, v in p.args.items() if k not in _SPEC_FIELDS})
-            out.notes += [f"--preset throughput: {r}" for r in p.reasons]
-    return out
+            fields_.update({k: v for k, v in p.args.items() if k in SPEC_FIELDS})
+            extra.update({k: v for k, v in p.args.items() if k not in SPEC_FIELDS})
+            notes += [f"--preset throughput: {r}" for r in p.reasons]
+    return ScaleSettings(fields=fields_, extra=extra, env=dist.env(), notes=tuple(notes), problems=tuple(problems),
+                         fixes=tuple(fixes))

@@ -94,13 +94,14 @@ def test_corrupt_folders_are_listed_with_the_reason(layout):
     half = make_run(out / "r-half-adapter", results=True)
     (half / "adapter_model.safetensors").unlink()
     js = make_run(out / "r-bad-json", results=True)
-    (js / "trainer_state.json").write_text("{not json", encoding="utf-8")
     (js / "trainer_log.jsonl").write_text('{"current_steps": 1}\ngarbage\n{"current_steps": 2}\n', encoding="utf-8")
+    st = make_run(out / "r-bad-state", results=True)  # no trainer log: the state file is read
+    (st / "trainer_state.json").write_text("{not json", encoding="utf-8")
     runs = by_id(discover(layout))
-    assert any("training_args.yaml: not valid YAML at line" in p for p in runs["r-bad-yaml"].problems)
+    assert any("training_args.yaml: not valid YAML" in p and "(line 2)" in p for p in runs["r-bad-yaml"].problems)
     assert runs["r-half-adapter"].artifacts["adapter"] is None
     assert any("without adapter weights" in p for p in runs["r-half-adapter"].problems)
-    assert any("trainer_state.json: not valid JSON" in p for p in runs["r-bad-json"].problems)
+    assert any("trainer_state.json: not valid JSON" in p for p in runs["r-bad-state"].problems)
     assert any("1 unreadable line" in p for p in runs["r-bad-json"].problems)
 
 
@@ -220,7 +221,10 @@ def test_ui_runs_started_without_load_arguments_are_found(layout):
 
 
 def test_resume_skips_a_checkpoint_cut_off_mid_save(tmp_path):
-    from finetune.llama_factory.train import latest_checkpoint
+    from finetune.rundir import RunDir
+
+    def latest_checkpoint(folder):
+        return RunDir(folder).latest_checkpoint()
 
     for n, complete in ((10, True), (20, True), (30, False)):
         ck = tmp_path / f"checkpoint-{n}"

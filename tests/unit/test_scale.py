@@ -45,11 +45,20 @@ def test_deepspeed_configs(tmp_path, kind, stage, offload):
     assert cfg["train_micro_batch_size_per_gpu"] == "auto"
 
 
-def test_gloo_backend_without_cuda(tmp_path):
-    extra = dist.train_args(dist.DistSpec(nproc_per_node=2), tmp_path, cuda=False)
-    assert extra == {"ddp_backend": "gloo"}
-    extra = dist.train_args(dist.DistSpec(nproc_per_node=2, deepspeed="z2"), tmp_path, cuda=True)
-    assert "ddp_backend" not in extra and extra["deepspeed"].endswith("ds_z2.json")
+def test_gloo_backend_without_cuda():
+    from finetune.llama_factory.scale import scale_settings
+
+    cpu = scale_settings("/m", dist.DistSpec(nproc_per_node=2), free_gib=None)
+    assert cpu.extra == {"ddp_backend": "gloo"} and cpu.env["FORCE_TORCHRUN"] == "1" and not cpu.problems
+    gpu = scale_settings("/m", dist.DistSpec(nproc_per_node=2, deepspeed="z2"), free_gib=80.0)
+    assert "ddp_backend" not in gpu.extra and gpu.extra["deepspeed"] == "z2"
+
+
+def test_scale_problems_are_returned_together_not_raised():
+    from finetune.llama_factory.scale import scale_settings
+
+    bad = scale_settings("/m", dist.DistSpec(nproc_per_node=0), preset="fast", quantization_bit=3, free_gib=None)
+    assert len(bad.problems) == 3 and any("--preset" in p for p in bad.problems)
 
 
 def test_h200_sizing_matches_the_measured_best_setting():
