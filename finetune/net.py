@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -10,10 +11,22 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def port_free(host: str, port: int) -> bool:
-    """Whether ``host:port`` can be bound now (like gradio will)."""
+    """Whether ``host:port`` can be bound now, tried the way the server binds it.
+
+    gradio / uvicorn set ``SO_REUSEADDR`` on POSIX, so a port held only by TIME_WAIT / FIN_WAIT
+    sockets (a browser tab that was open when the last UI stopped) is free for them and for us.
+    On Windows ``SO_REUSEADDR`` would let two listeners share a port, so the plain bind (exclusive)
+    is the right test there.
+    """
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        if sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        elif hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined]
         try:
             sock.bind((host.strip("[]"), port))
+            if sys.platform != "win32":
+                sock.listen(1)  # with SO_REUSEADDR, only listen() fails against another listener
         except OSError:
             return False
     return True

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -51,21 +50,22 @@ ENV_PORT = "FINETUNE_WEBUI_PORT"
 ENV_SHARE = "FINETUNE_WEBUI_SHARE"
 ENV_AUTH_USER = "FINETUNE_WEBUI_USER"
 ENV_AUTH_PASSWORD = "FINETUNE_WEBUI_PASSWORD"
+ENV_AUTH_PASSWORD_FILE = "FINETUNE_WEBUI_PASSWORD_FILE"
 ENV_REFINE_ARG_SET = "FINETUNE_WEBUI_REFINE_ARG_SET"
+ENV_LAYOUT = "FINETUNE_WEBUI_LAYOUT"  # the layout's folders as JSON (built once by the launcher)
+ENV_DEFAULTS = "FINETUNE_WEBUI_DEFAULTS"  # the argument set the page opens with
+DEFAULTS_SET = "finetune-defaults.yaml"
+THROUGHPUT_SET = "finetune-throughput.yaml"
+MODELS_FILE = "models.json"  # model path -> the template last used with it
 
 
 # ---- small helpers -----------------------------------------------------------------------------
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder + os.replace."""
+    """Write ``text`` (UTF-8) atomically (:func:`finetune.fileio.atomic_write_text`)."""
+    from finetune.fileio import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def run_output_dir(outputs_dir: str | PurePath, run_id: str, path_cls: type[PurePath] | None = None) -> str:
@@ -79,20 +79,81 @@ def run_output_dir(outputs_dir: str | PurePath, run_id: str, path_cls: type[Pure
     return str(cls(str(outputs_dir)) / run_id)
 
 
-def registered_datasets(layout: Layout) -> list[str]:
-    """Names in ``dataset_info.json`` that the SFT stage lists (not ``ranking``), in file order."""
-    info_path = layout.dataset_info
-    if not info_path.is_file():
-        return []
+def _registry(layout: Layout) -> dict:
+    from finetune.fileio import read_json
+
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise UserError(f"dataset registry is not valid JSON: {err}", where=str(info_path),
+        info = read_json(layout.dataset_info, default={})
+    except UserError as err:
+        raise UserError(f"dataset registry is {err.message}", where=err.where or str(layout.dataset_info),
                         fix="invoke data.register --help  (re-register the files to rebuild it)") from None
     if not isinstance(info, dict):
-        raise UserError("dataset registry must be a JSON object of name -> entry", where=str(info_path),
+        raise UserError("dataset registry must be a JSON object of name -> entry", where=str(layout.dataset_info),
                         fix="invoke data.register --help")
-    return [name for name, entry in info.items() if isinstance(entry, dict) and not entry.get("ranking")]
+    return info
+
+
+def registered_datasets(layout: Layout) -> list[str]:
+    """Names in ``dataset_info.json`` that the SFT stage lists (not ``ranking``), in file order."""
+    return [name for name, entry in _registry(layout).items() if isinstance(entry, dict) and not entry.get("ranking")]
+
+
+def latest_dataset(layout: Layout) -> str | None:
+    """The most recently registered SFT dataset: newest data file, the later entry on a tie."""
+    info = _registry(layout)
+    best: tuple[float, int, str] | None = None
+    for i, (name, entry) in enumerate(info.items()):
+        if not isinstance(entry, dict) or entry.get("ranking"):
+            continue
+        try:
+            mtime = (layout.data_dir / str(entry.get("file_name", ""))).stat().st_mtime
+        except OSError:
+            mtime = 0.0
+        if best is None or (mtime, i) >= best[:2]:
+            best = (mtime, i, name)
+    return best[2] if best else None
+
+
+def choose_datasets(layout: Layout, wanted: Iterable[str] | None) -> list[str]:
+    """``--dataset`` names checked against the registry (comma lists allowed), else the latest one."""
+    names = [n.strip() for item in (wanted or []) for n in str(item).split(",") if n.strip()]
+    known = registered_datasets(layout)
+    if not names:
+        latest = latest_dataset(layout)
+        return [latest] if latest else []
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"dataset(s) not registered: {', '.join(missing)}", where=f"{layout.dataset_info} (--dataset)",
+                        fix=("invoke data.register FILE.jsonl  (registered now: " + (", ".join(known) or "none") + ")"))
+    return list(dict.fromkeys(names))
+
+
+def remembered_template(layout: Layout, model_path: str) -> str | None:
+    """The template last used with this model (``<state>/models.json``)."""
+    from finetune.fileio import read_json
+
+    try:
+        data = read_json(layout.state_dir / MODELS_FILE, default={})
+    except UserError:
+        return None
+    entry = data.get(model_path) if isinstance(data, dict) else None
+    return entry.get("template") if isinstance(entry, dict) and isinstance(entry.get("template"), str) else None
+
+
+def remember_template(layout: Layout, model_path: str, template: str) -> None:
+    from finetune.fileio import update_json
+
+    def put(data):
+        data = data if isinstance(data, dict) else {}
+        data[model_path] = {**(data.get(model_path) or {}), "template": template}
+        return data
+
+    layout.ensure(layout.state_dir)
+    try:
+        update_json(layout.state_dir / MODELS_FILE, put, default={})
+    except UserError:  # a broken file: start it again
+        (layout.state_dir / MODELS_FILE).unlink(missing_ok=True)
+        update_json(layout.state_dir / MODELS_FILE, put, default={})
 
 
 def _yaml_load(path: Path) -> dict:
@@ -122,6 +183,8 @@ class BoardFiles:
     output_dir: str
     datasets: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    template: str | None = None
 
     @property
     def arg_set_name(self) -> str:
@@ -155,12 +218,25 @@ def refine_compute_type(arg_set: Path) -> str | None:
     return best
 
 
+def demo_train_fields() -> dict[str, Any]:
+    """The demo's hyper-parameters as :class:`TrainSpec` fields (``finetune.demo.TRAIN``: tuned so
+    the tiny base learns the demo's facts in about a minute on two cores)."""
+    from finetune import demo
+
+    t = dict(demo.TRAIN)
+    return dict(num_train_epochs=t["epochs"], learning_rate=t["lr"], per_device_train_batch_size=t["batch_size"],
+                cutoff_len=t["cutoff"], lora_rank=t["lora_rank"], lora_alpha=t["lora_rank"] * 2,
+                save_steps=t["save_steps"], logging_steps=10, gradient_accumulation_steps=1,
+                lr_scheduler_type="cosine")
+
+
 def default_board_values(layout: Layout, run_id: str, model: str | None, template: str | None,
                          datasets: Iterable[str]) -> dict[str, Any]:
-    """The saved argument set: LlamaBoard element id -> value.
+    """The argument set the page opens with: LlamaBoard element id -> value.
 
     Uses ``TrainSpec.to_board_config()`` (finetune/llama_factory/args.py: the same arguments headless
-    training writes) when that module exists; otherwise a minimal set of our own.
+    training writes) when that module exists; otherwise a minimal set of our own. The demo's data
+    gets the demo's hyper-parameters (LlamaBoard's defaults would not teach the tiny model its facts).
     """
     datasets = list(datasets)
     output_dir = run_output_dir(layout.outputs_dir, run_id)
@@ -170,12 +246,20 @@ def default_board_values(layout: Layout, run_id: str, model: str | None, templat
     except ImportError:
         lf_args = None
     if lf_args is not None and hasattr(lf_args, "TrainSpec"):
+        fields: dict[str, Any] = {}
+        try:
+            from finetune import demo
+
+            if getattr(demo, "DEMO_DATASET", None) in datasets:
+                fields = demo_train_fields()
+        except (ImportError, AttributeError, KeyError):
+            fields = {}
         try:
             workers = lf_args.default_workers() if hasattr(lf_args, "default_workers") else 1
             spec = lf_args.TrainSpec(model_path=model or "", template=template or "default",
                                      dataset=datasets, dataset_dir=str(layout.data_dir),
                                      output_dir=output_dir, extra={"preprocessing_num_workers": workers},
-                                     compute_type=light_compute_type())
+                                     compute_type=light_compute_type(), **fields)
             values = dict(spec.to_board_config())
         except (TypeError, ValueError):  # a TrainSpec of another shape: keep our own set below
             values = None
@@ -183,14 +267,15 @@ def default_board_values(layout: Layout, run_id: str, model: str | None, templat
         values = {
             "top.finetuning_type": "lora",
             "train.training_stage": "Supervised Fine-Tuning",
+            "train.compute_type": light_compute_type(),
             "train.extra_args": json.dumps({"optim": "adamw_torch",
-                                            "preprocessing_num_workers": max(1, min(16, os.cpu_count() or 1))}),
+                                            "preprocessing_num_workers": max(1, min(16, (os.cpu_count() or 2) - 1))}),
         }
     # Our layout always wins for where things are.
     values["train.dataset_dir"] = str(layout.data_dir)
     values["train.dataset"] = datasets
     values["train.output_dir"] = output_dir
-    # Without --model / --template leave those fields to the page (user config, model name).
+    # Without a model / template leave those fields to the page (user config, model name).
     if template:
         values["top.template"] = template
     else:
@@ -205,12 +290,18 @@ def default_board_values(layout: Layout, run_id: str, model: str | None, templat
 
 
 def prepare(layout: Layout, run_id: str, model: str | Path | None = None, template: str | None = None,
-            overrides: Mapping[str, Any] | None = None) -> BoardFiles:
-    """Write user_config.yaml and the saved argument set for ``run_id``; return where they are."""
+            overrides: Mapping[str, Any] | None = None, datasets: Iterable[str] | None = None) -> BoardFiles:
+    """Write user_config.yaml and the argument set the page opens with; return where they are.
+
+    ``run_id`` only names the proposed Output dir: nothing is created for it here. ``model`` without
+    ``template`` takes the template remembered for that model; ``datasets`` default to the most
+    recently registered one.
+    """
     model_path = str(Path(model).expanduser().resolve()) if model else None
     if model_path and not Path(model_path).exists():
         raise UserError(f"model path does not exist: {model_path}", where="--model",
                         fix="pass a folder with config.json and the tokenizer, e.g. --model finetune/cache/models/tiny-qwen2")
+    chosen = choose_datasets(layout, datasets)
     layout.ensure(layout.webui_cache_dir, layout.webui_config_dir)
 
     # user_config.yaml: keep what the user had (language, hub, other models), set ours.
@@ -222,17 +313,26 @@ def prepare(layout: Layout, run_id: str, model: str | Path | None = None, templa
     if model_path:
         cfg["last_model"] = MODEL_NAME
         cfg["path_dict"][MODEL_NAME] = model_path
+    elif cfg.get("last_model") == MODEL_NAME and isinstance(cfg["path_dict"].get(MODEL_NAME), str):
+        model_path = cfg["path_dict"][MODEL_NAME]  # the model of the last launch: its template too
     write_atomic(cfg_path, _yaml_dump(cfg))
+    if model_path and template:
+        remember_template(layout, model_path, template)
+    elif model_path:
+        template = remembered_template(layout, model_path)
 
-    datasets = registered_datasets(layout)
-    values = default_board_values(layout, run_id, model_path, template, datasets)
+    values = default_board_values(layout, run_id, model_path, template, chosen)
     values.update(overrides or {})
-    arg_set = layout.webui_config_dir / f"{run_id}.yaml"
+    if not values.get("train.output_dir"):  # an override without a place: ours
+        values["train.output_dir"] = run_output_dir(layout.outputs_dir, run_id)
+    values.pop("top.model_name", None)
+    arg_set = layout.webui_config_dir / DEFAULTS_SET
     write_atomic(arg_set, _yaml_dump(values))
     if model_path:
-        write_throughput_set(layout, run_id, model_path, values)
+        write_throughput_set(layout, model_path, values)
     return BoardFiles(run_id=run_id, user_config=cfg_path, arg_set=arg_set,
-                      output_dir=str(values["train.output_dir"]), datasets=datasets, values=values)
+                      output_dir=str(values["train.output_dir"]), datasets=chosen, values=values,
+                      model=model_path, template=template)
 
 
 def throughput_values(values: Mapping[str, Any], preset_args: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,8 +353,8 @@ def throughput_values(values: Mapping[str, Any], preset_args: Mapping[str, Any])
     return out
 
 
-def write_throughput_set(layout: Layout, run_id: str, model_path: str, values: Mapping[str, Any]) -> Path | None:
-    """``<run_id>-throughput.yaml`` beside the default set, on machines with an NVIDIA GPU only."""
+def write_throughput_set(layout: Layout, model_path: str, values: Mapping[str, Any]) -> Path | None:
+    """``finetune-throughput.yaml`` beside the default set, on machines with an NVIDIA GPU only."""
     from finetune.llama_factory.presets import ModelShape, throughput_preset
     from finetune.llama_factory.scale import cuda_free_gib
 
@@ -268,7 +368,7 @@ def write_throughput_set(layout: Layout, run_id: str, model_path: str, values: M
                                int(values.get("train.cutoff_len") or 2048),
                                flash_attn_installed=importlib.util.find_spec("flash_attn") is not None,
                                liger_installed=importlib.util.find_spec("liger_kernel") is not None)
-    path = layout.webui_config_dir / f"{run_id}-throughput.yaml"
+    path = layout.webui_config_dir / THROUGHPUT_SET
     write_atomic(path, _yaml_dump(throughput_values(values, preset.args)))
     return path
 
@@ -280,52 +380,47 @@ def internals_usable(version: str, env: Mapping[str, str] | None = None) -> bool
     return version in INTERNALS_VERIFIED and env.get(NO_PATCH_ENV, "") not in ("1", "true", "True")
 
 
-def apply_defaults(env: Mapping[str, str]) -> bool:
-    """Point LlamaBoard's Data dir / save dir / Custom template at ours before the UI is built.
-
-    Returns True when applied. Must run before ``llamafactory.webui.interface`` is imported (the
-    components copy the constants at import).
-    """
-    from importlib.metadata import version
-
-    if not internals_usable(version("llamafactory"), env):
-        return False
-    from llamafactory.extras import constants
-    from llamafactory.webui import common
-
-    if not all(hasattr(common, n) for n in ("DEFAULT_DATA_DIR", "DEFAULT_SAVE_DIR")):
-        return False
-    if env.get(ENV_DATA_DIR):
-        common.DEFAULT_DATA_DIR = env[ENV_DATA_DIR]
-    if env.get(ENV_SAVE_DIR):
-        common.DEFAULT_SAVE_DIR = env[ENV_SAVE_DIR]
-    if env.get(ENV_TEMPLATE) and isinstance(getattr(constants, "DEFAULT_TEMPLATE", None), dict):
-        constants.DEFAULT_TEMPLATE[MODEL_NAME] = env[ENV_TEMPLATE]
-    return True
-
-
 def run_child(env: Mapping[str, str] | None = None) -> None:
     """Entry of the UI process started by the launcher with method ``env`` (blocks)."""
     env = os.environ if env is None else env
-    patched = apply_defaults(env)
     if env.get(ENV_REFINE_ARG_SET):
         try:
             refine_compute_type(Path(env[ENV_REFINE_ARG_SET]))
         except Exception as err:  # noqa: BLE001 - the page works without it; say so in the log
             print(f"[finetune] could not check the compute type: {err}", flush=True)
+    from finetune.llama_factory import board_patches
+
+    ctx = board_patches.BoardContext.from_env(env)
+    applied = board_patches.apply_all(ctx, env)
     from llamafactory.extras.misc import fix_proxy
     from llamafactory.webui.interface import create_ui
 
     host = env.get(ENV_HOST, "127.0.0.1")
     port = int(env.get(ENV_PORT, "7860"))
-    user, password = env.get(ENV_AUTH_USER), env.get(ENV_AUTH_PASSWORD)
+    user = env.get(ENV_AUTH_USER)
+    password = _read_password(env)
     auth = (user, password) if user and password else None
-    print(f"[finetune] LlamaBoard on {host}:{port}; cwd {Path.cwd()}; "
-          f"defaults {'set to our layout' if patched else 'left as they are (use Load arguments)'}",
-          flush=True)
+    done = sum(v == "applied" for v in applied.values())
+    print(f"[finetune] LlamaBoard on {host}:{port}; cwd {Path.cwd()}; {done}/{len(applied)} patches applied "
+          f"({', '.join(k for k, v in applied.items() if v == 'applied') or 'none: use Load arguments'})", flush=True)
     fix_proxy(ipv6_enabled=":" in host)
     create_ui().queue().launch(server_name=host, server_port=port, share=env.get(ENV_SHARE) == "1",
                                auth=auth, inbrowser=False, show_error=True)
+
+
+def _read_password(env: Mapping[str, str]) -> str | None:
+    """The login password: from a file the launcher wrote (mode 0600, deleted once read) or the
+    environment; never from a command line."""
+    path = env.get(ENV_AUTH_PASSWORD_FILE)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError:
+            text = ""
+        Path(path).unlink(missing_ok=True)
+        if text:
+            return text
+    return env.get(ENV_AUTH_PASSWORD) or None
 
 
 if __name__ == "__main__":  # python -m finetune.llama_factory.board (what the launcher starts)

@@ -1,5 +1,6 @@
 """The seed's acceptance flow in a real browser: data registered -> Web UI (through our launcher,
-pre-filled) -> Load arguments -> Start -> "Finished." -> adapter + trainer_log.jsonl in our layout.
+pre-filled) -> "Load arguments" (still works, never required) -> Start -> "Finished." -> adapter +
+trainer_log.jsonl in our layout; and Ctrl-C while a trainer runs leaves no process.
 
 Debian's Chromium driven by playwright (never `playwright install`). Skipped with a reason when
 Chromium or playwright is missing, except under CI=true where that is a failure.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,43 +17,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "smoke"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_support import ARTIFACTS, CHROMIUM_FLAGS, chromium, field, playwright, wait_value  # noqa: E402
 from webui_support import TINY_BOARD_ARGS, write_dataset  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _chromium() -> str:
-    path = os.environ.get("FINETUNE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        msg = "Debian's chromium is not installed (apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
-
-
-def _playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if IN_CI:
-            pytest.fail("playwright is not installed (pip install -e '.[browser]')")
-        pytest.skip("playwright is not installed (pip install -e '.[browser]')")
-    return sync_playwright
-
-
-def _field(page, label: str):
-    """A gradio field by its label (labels carry an info line, so match the start): text boxes
-    are textareas named by their label, dropdowns are inputs labelled by it."""
-    name = re.compile(rf"^{re.escape(label)}\b")
-    box = page.get_by_role("textbox", name=name)
-    return box.first if box.count() else page.get_by_label(name).first
+_chromium, _playwright, _field, _wait_value = chromium, playwright, field, wait_value
 
 
 def test_browser_trains_to_finished(layout, tiny_model, request):
@@ -125,21 +96,6 @@ def test_browser_trains_to_finished(layout, tiny_model, request):
         handle.stop()
 
 
-def _wait_value(page, label: str, expected: str, timeout: float = 30.0) -> None:
-    field = _field(page, label)
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        try:
-            value = field.input_value(timeout=2_000)
-        except Exception:  # noqa: BLE001 - not attached yet
-            value = None
-        if value == expected:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{label!r} shows {value!r}, expected {expected!r}")
-
-
 def test_ctrl_c_during_training_leaves_no_process(tmp_path, tiny_model):
     """Start the launcher as a user does, press Start in the browser, Ctrl-C the launcher while the
     trainer runs: the UI and the trainer are gone (psutil), the PID file too."""
@@ -160,10 +116,9 @@ def test_ctrl_c_during_training_leaves_no_process(tmp_path, tiny_model):
     write_dataset(layout, n=64)
     env = {**os.environ, "FINETUNE_ROOT": str(tmp_path)}
     out_path = tmp_path / "launcher.out"
-    script = ROOT / "finetune" / "llama_factory" / "launcher.py"
     with out_path.open("w", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, str(script), "--port", "7961", "--model", str(tiny_model),
-                                 "--template", "qwen"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "finetune.llama_factory.launcher", "--port", "7961", "--model", str(tiny_model),
+                                 "--template", "qwen"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 240
         while "is ready" not in out_path.read_text(encoding="utf-8"):
@@ -171,19 +126,13 @@ def test_ctrl_c_during_training_leaves_no_process(tmp_path, tiny_model):
             time.sleep(0.3)
         text = out_path.read_text(encoding="utf-8")
         url = re.search(r"ready: (\S+)", text).group(1)
-        arg_set = re.search(r"Config path '([^']+)'", text).group(1)
         ui_pid = int(re.search(r"PID\s+(\d+)", text).group(1))
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.goto(url, timeout=60_000)
             page.get_by_text("Model name").first.wait_for(timeout=90_000)
-            config = _field(page, "Config path")
-            config.click()
-            config.fill(arg_set)
-            config.press("Enter")
-            page.get_by_role("button", name="Load arguments").click()
-            page.get_by_text("Arguments have been restored").first.wait_for(timeout=30_000)
+            _wait_value(page, "Data dir", str(layout.data_dir))  # ready on open: no Load arguments
             page.get_by_role("button", name="Start").click()
             trainers: list[int] = []
             deadline = time.monotonic() + 120

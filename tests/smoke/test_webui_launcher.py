@@ -1,6 +1,7 @@
-"""The launcher with the real LLaMA-Factory Web UI on loopback: both start methods, the busy-port
-move, the pre-fill seen in the page's config, status/stop through the PID file, and Ctrl-C /
-SIGTERM to the launcher process leaving no process behind."""
+"""The launcher with the real LLaMA-Factory Web UI on loopback: every patched internal present on
+the pinned version, both start methods, the busy-port move, the pre-fill seen in the page's config,
+status/stop through the PID file, `--stop` from another shell reported as a stop, and Ctrl-C /
+SIGTERM / SIGHUP to the launcher process leaving no process behind."""
 
 from __future__ import annotations
 
@@ -24,6 +25,22 @@ from finetune.llama_factory import launcher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "finetune" / "llama_factory" / "launcher.py"
+MODULE = [sys.executable, "-m", "finetune.llama_factory.launcher"]
+
+
+def test_every_patched_internal_is_where_it_was_verified():
+    """Fails when an upgrade of LLaMA-Factory (or gradio) moves anything the board patches touch."""
+    from importlib.metadata import version
+
+    from finetune.llama_factory import board, board_patches
+
+    assert version("llamafactory") in board.INTERNALS_VERIFIED, "a new LLaMA-Factory: re-verify the patches"
+    problems = board_patches.check_all()
+    assert set(problems) == {p.name for p in board_patches.PATCHES}
+    assert not any(problems.values()), problems
+    out = subprocess.run([sys.executable, "-m", "finetune.llama_factory.board_patches"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.count(" ok") == len(board_patches.PATCHES), out.stdout + out.stderr
 
 
 def _free_port() -> int:
@@ -66,8 +83,11 @@ def test_env_method_busy_port_prefill_status_and_stop(layout, tiny_model):
         assert httpx.Client(trust_env=False).get(handle.url).status_code == 200
         values = _page_values(handle.url)
         assert str(layout.data_dir) in values  # Data dir points at our layout when the page opens
-        assert handle.log_path == layout.log_dir(handle.run_id) / "webui.log"
-        assert "Running on local URL" in handle.log_path.read_text(encoding="utf-8")
+        assert handle.log_path == launcher.log_path_for(layout)
+        log = handle.log_path.read_text(encoding="utf-8")
+        assert "Running on local URL" in log and "10/10 patches applied" in log, log
+        # Nothing for a run until Start: no run folder, no log folder.
+        assert not layout.run_dir(handle.run_id).exists() and not layout.logs_dir.exists()
         # LlamaBoard's state folders are in the layout, not in the cwd of this test.
         assert (layout.webui_cache_dir / "ds_z2_config.json").is_file()
         assert not (Path.cwd() / "llamaboard_cache").exists() or Path.cwd() == layout.state_dir
@@ -102,15 +122,45 @@ def test_cli_method_runs_llamafactorys_own_entry_in_our_state_dir(layout):
     assert pids and _gone(pids)
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def _launch(tmp_path, *extra: str):
+    env = {**os.environ, "FINETUNE_ROOT": str(tmp_path)}
+    out_path = tmp_path / "launcher.out"
+    with out_path.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen([*MODULE, "--port", str(_free_port()), *extra], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 240
+    while "is ready" not in out_path.read_text(encoding="utf-8"):
+        assert proc.poll() is None, out_path.read_text(encoding="utf-8")
+        assert time.monotonic() < deadline, out_path.read_text(encoding="utf-8")
+        time.sleep(0.3)
+    return proc, out_path, env
+
+
+def test_stop_from_another_shell_is_reported_as_a_stop(tmp_path):
+    proc, out_path, env = _launch(tmp_path)
+    try:
+        tree = [proc.pid, *[p.pid for p in psutil.Process(proc.pid).children(recursive=True)]]
+        res = subprocess.run([*MODULE, "--stop"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert res.returncode == 0 and "stopped the Web UI" in res.stdout, res
+        assert proc.wait(timeout=60) == 0
+        text = out_path.read_text(encoding="utf-8")
+        assert "was stopped (invoke webui --stop)" in text, text
+        assert "exited" not in text and "last lines" not in text and "Traceback" not in text, text
+        assert _gone(tree)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_to_the_launcher_leaves_no_process_behind(tmp_path, sig):
     if sys.platform == "win32":
         pytest.skip("POSIX signals; Windows uses CTRL_BREAK (same code path)")
     env = {**os.environ, "FINETUNE_ROOT": str(tmp_path)}
     out_path = tmp_path / "launcher.out"
     with out_path.open("w", encoding="utf-8") as out:
-        proc = subprocess.Popen([sys.executable, str(SCRIPT), "--port", str(_free_port())], stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([*MODULE, "--port", str(_free_port())], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 240
         while "is ready" not in out_path.read_text(encoding="utf-8"):

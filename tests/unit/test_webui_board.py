@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ntpath
+import os
 import posixpath
 from pathlib import PurePosixPath, PureWindowsPath
 
@@ -71,7 +72,8 @@ def test_prepare_writes_user_config_and_argument_set(layout, tmp_path):
     assert cfg["last_model"] == "Custom" and cfg["path_dict"]["Custom"] == str(model.resolve())
     assert files.user_config == layout.webui_cache_dir / "user_config.yaml"
 
-    assert files.arg_set == layout.webui_config_dir / "r1.yaml" and files.arg_set_name == "r1.yaml"
+    assert files.arg_set == layout.webui_config_dir / "finetune-defaults.yaml"
+    assert files.arg_set_name == "finetune-defaults.yaml"
     values = yaml.safe_load(files.arg_set.read_text(encoding="utf-8"))
     assert values["train.dataset_dir"] == str(layout.data_dir)
     assert values["train.dataset"] == ["mine"]
@@ -101,6 +103,54 @@ def test_broken_user_config_is_replaced_not_fatal(layout):
     (layout.webui_cache_dir / "user_config.yaml").write_text(": : [", encoding="utf-8")
     files = board.prepare(layout, "r4")
     assert yaml.safe_load(files.user_config.read_text(encoding="utf-8"))["path_dict"] == {}
+
+
+def test_template_is_remembered_per_model(layout, tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    board.prepare(layout, "r1", model=model, template="qwen")
+    files = board.prepare(layout, "r2", model=model)  # relaunch without --template
+    assert files.template == "qwen"
+    assert yaml.safe_load(files.arg_set.read_text(encoding="utf-8"))["top.template"] == "qwen"
+    assert board.prepare(layout, "r3", model=other).template is None  # never another model's
+    files = board.prepare(layout, "r4")  # no --model at all: the last model and its template
+    assert files.model == str(other.resolve()) and files.template is None
+    board.prepare(layout, "r5", model=model)
+    assert board.prepare(layout, "r6").template == "qwen"
+
+
+def test_datasets_default_to_the_latest_and_flags_are_checked(layout):
+    import os
+    import time
+
+    _register(layout, {"old": {**SHAREGPT, "file_name": "old.jsonl"}, "new": {**SHAREGPT, "file_name": "new.jsonl"},
+                       "pairs": {**SHAREGPT, "file_name": "p.jsonl", "ranking": True}})
+    for i, name in enumerate(("new.jsonl", "old.jsonl")):  # old.jsonl written last
+        (layout.data_dir / name).write_text("{}\n", encoding="utf-8")
+        os.utime(layout.data_dir / name, (time.time() + i, time.time() + i))
+    assert board.choose_datasets(layout, None) == ["old"]
+    assert board.choose_datasets(layout, ["new", "old,new"]) == ["new", "old"]
+    with pytest.raises(UserError) as info:
+        board.choose_datasets(layout, ["nope"])
+    assert "nope" in info.value.message and "data.register" in info.value.fix and "old" in info.value.fix
+
+
+def test_demo_data_gets_the_demo_hyper_parameters(layout, tmp_path):
+    from finetune import demo
+
+    model = tmp_path / "m"
+    model.mkdir()
+    _register(layout, {demo.DEMO_DATASET: SHAREGPT})
+    values = board.prepare(layout, "r1", model=model, template="qwen").values
+    assert float(values["train.num_train_epochs"]) == demo.TRAIN["epochs"]
+    assert float(values["train.learning_rate"]) == demo.TRAIN["lr"]
+    assert values["train.batch_size"] == demo.TRAIN["batch_size"] and values["train.compute_type"] in ("fp32", "bf16")
+    _register(layout, {"mine": SHAREGPT})
+    values = board.prepare(layout, "r2", model=model, template="qwen").values
+    assert values["train.num_train_epochs"] == "3.0"  # LlamaBoard's defaults for other data
+    assert json.loads(values["train.extra_args"])["preprocessing_num_workers"] <= max(1, (os.cpu_count() or 1) - 1)
 
 
 def test_write_atomic_leaves_no_temp_files(tmp_path):

@@ -219,5 +219,6 @@ def test_unsupported_version_is_named(monkeypatch):
 def test_help_lists_every_flag():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
     for flag in ("--host", "--port", "--strict-port", "--method", "--model", "--template", "--share",
-                 "--auth-user", "--auth-password", "--timeout", "--status", "--stop"):
+                 "--auth-user", "--auth-password-file", "--timeout", "--status", "--stop", "--dataset", "--run-id"):
         assert flag in out.stdout
+    assert "--auth-password " not in out.stdout  # a password never goes on a command line
