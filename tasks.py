@@ -170,61 +170,97 @@ def data_stats(c, file, tokenizer, cutoff=1024, histogram="", json=False):
 
 
 # ---- training ---------------------------------------------------------------------------------
-@task(auto_shortflags=False, help={
-    "host": "address to listen on (default 127.0.0.1); another host needs --auth-user (or FINETUNE_WEBUI_USER)",
-    "port": "port (default 7860); when taken, the next free one is used and named",
-    "strict_port": "fail when the port is taken (naming the process that holds it) instead of moving",
-    "method": "env (default): child Python with our settings in the environment, pre-fills Data dir on open; "
-              "cli: LLaMA-Factory's own `llamafactory-cli webui` entry",
-    "model": "model folder to pre-fill (Model name 'Custom', Model path)",
-    "template": "chat template to pre-fill, e.g. qwen",
-    "share": "ask gradio for a public share link (off by default; prints a warning)",
-    "auth_user": "login user for a non-loopback host (or env FINETUNE_WEBUI_USER)",
-    "auth_password": "login password (or env FINETUNE_WEBUI_PASSWORD; generated and printed once if unset)",
-    "timeout": "seconds to wait for the UI to answer HTTP 200 (default 180)",
-    "status": "show the running Web UI of this layout (URL, PID, trainers) and exit",
-    "stop": "stop the running Web UI and every trainer it started, then exit",
-    "json": "with --status / --stop: print JSON",
-})
-def webui(c, host="127.0.0.1", port=7860, strict_port=False, method="env", model=None, template=None,
-          share=False, auth_user=None, auth_password=None, timeout=180, status=False, stop=False, json=False):
-    """Start the LLaMA-Factory Web UI on 127.0.0.1, pre-filled with our layout (Ctrl-C stops it all)."""
-    from argparse import Namespace
+def _webui_help() -> dict[str, str]:
+    from finetune.llama_factory.launcher import FLAG_HELP  # the one definition of the flags
 
+    return dict(FLAG_HELP)  # a copy: invoke pops the entries it uses
+
+
+@task(iterable=["dataset"], auto_shortflags=False, help=_webui_help())
+def webui(c, host="127.0.0.1", port=7860, strict_port=False, method="env", model=None, template=None,
+          dataset=None, run_id=None, share=False, auth_user=None, auth_password_file=None, timeout=180.0,
+          status=False, stop=False, json=False):
+    """Start the LLaMA-Factory Web UI on 127.0.0.1, ready to Start on open (Ctrl-C stops it all)."""
     from finetune.llama_factory import launcher
 
-    args = Namespace(host=host, port=int(port), strict_port=strict_port, method=method, model=model,
-                     template=template, run_id=None, share=share, auth_user=auth_user,
-                     auth_password=auth_password, timeout=float(timeout), status=status, stop=stop, json=json)
-    code = guarded(lambda: launcher.run_cli(_layout(), args), as_json=json)
+    opts = launcher.WebUIOptions(host=host, port=int(port), strict_port=strict_port, method=method, model=model,
+                                 template=template, dataset=list(dataset or []), run_id=run_id, share=share,
+                                 auth_user=auth_user, auth_password_file=auth_password_file,
+                                 timeout=float(timeout), status=status, stop=stop, json=json)
+    code = guarded(lambda: launcher.run(_layout(), opts), as_json=json)
     if code:
         raise SystemExit(code)
 
 
-def _train_help() -> dict[str, str]:
-    from finetune.llama_factory.plan import FLAG_HELP
+@task(iterable=["dataset"], auto_shortflags=False, help={
+    "model": "base model folder (or hub id when online), e.g. finetune/cache/models/tiny-qwen2",
+    "template": "chat template the model uses (LLaMA-Factory name: qwen, llama3, ...)",
+    "dataset": "registered dataset name; repeat the flag or give a comma list (a,b)",
+    "run_name": "a name added to the run id (YYYYMMDD-HHMMSS-NAME)",
+    "epochs": "training epochs (default 3.0)",
+    "lr": "learning rate (default 5e-5)",
+    "batch_size": "per-device batch size (default 2)",
+    "cutoff": "max tokens per conversation (default 2048)",
+    "lora_rank": "LoRA rank (default 8; alpha is twice the rank)",
+    "max_samples": "use at most this many conversations per dataset (default 100000)",
+    "save_steps": "save a checkpoint-N every this many steps (default 100)",
+    "resume": "continue this run id from its latest checkpoint-N (other flags are ignored)",
+    "nproc_per_node": "processes (GPUs) per node; > 1 starts torchrun (FORCE_TORCHRUN=1)",
+    "nnodes": "number of nodes (machines) in the job",
+    "node_rank": "this node's rank, 0 .. nnodes-1 (0 is the master)",
+    "master_addr": "address of node 0 that every node reaches (default 127.0.0.1)",
+    "master_port": "free TCP port on node 0 for the rendezvous (default 29500)",
+    "deepspeed": "DeepSpeed ZeRO config written into the run folder: z2, z3, z2-offload, z3-offload",
+    "preset": "'throughput': batch sized to the GPU's free memory, packing, no recomputation when it fits",
+    "quantization_bit": "QLoRA: load the base in 4 or 8 bits (needs CUDA and bitsandbytes)",
+    "json": "print the result as JSON (no progress bar)",
+})
+def train(c, model="", template="", dataset=None, run_name="", epochs=3.0, lr=5e-5, batch_size=2, cutoff=2048,
+          lora_rank=8, max_samples=100000, save_steps=100, resume="", nproc_per_node=1, nnodes=1, node_rank=0,
+          master_addr="127.0.0.1", master_port=29500, deepspeed="", preset="", quantization_bit=0, json=False):
+    """Train headless with the same arguments the Web UI writes (training_args.yaml + llamaboard_config.yaml)."""
+    import json as _json
+    import sys
 
-    return {**FLAG_HELP, "json": "print the result as JSON (no progress bar)"}
+    from finetune.llama_factory import train as tr
+    from finetune.llama_factory.distributed import DistSpec
+    from finetune.llama_factory.scale import scale_settings
 
+    layout = _layout()
 
-@task(iterable=["dataset"], auto_shortflags=False, help=_train_help())
-def train(c, model="", template="default", dataset=None, run_name="", epochs=3.0, lr=5e-5, batch_size=2,
-          cutoff=2048, lora_rank=8, max_samples=100000, save_steps=100, resume="", nproc_per_node=1, nnodes=1,
-          node_rank=0, master_addr="127.0.0.1", master_port=29500, deepspeed="", preset="", quantization_bit=0,
-          json=False):
-    """Train headless with the same arguments the Web UI writes (every flag is checked first)."""
-    given = {k: v for k, v in locals().items() if k not in ("c", "json")}
-    from finetune.llama_factory.plan import TrainFlags
-    from finetune.llama_factory.train import report, run_training
+    def run():
+        if resume:
+            return tr.train(layout, None, run_id=resume, resume=True, progress=not json)
+        if not model or not dataset:
+            from finetune.errors import UserError
 
-    flags = TrainFlags.from_kwargs(**given)
-    report(guarded(lambda: run_training(_layout(), flags, progress=not json), as_json=json), json)
+            raise UserError("--model and --dataset are needed to start a run",
+                            fix="invoke train --model PATH --template qwen --dataset NAME "
+                                "(or continue one: invoke train --resume RUN_ID)")
+        spec = tr.spec_from_flags(layout, model=model, template=template or "default", dataset=list(dataset),
+                                  epochs=float(epochs), lr=float(lr), batch_size=int(batch_size), cutoff=int(cutoff),
+                                  lora_rank=int(lora_rank), max_samples=int(max_samples), save_steps=int(save_steps))
+        dist = DistSpec(int(nproc_per_node), int(nnodes), int(node_rank), master_addr, int(master_port),
+                        deepspeed or None)
+        scale = scale_settings(model, dist, preset or None, int(quantization_bit) or None, int(cutoff))
+        scale.apply(spec)
+        for note in scale.notes:
+            print(note, file=sys.stderr)
+        return tr.train(layout, spec, name=run_name, progress=not json, env=scale.env)
+
+    result = guarded(run, as_json=json)
+    if json:
+        print(_json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        print(f"run {result.run_id} {result.status}: {result.steps}/{result.total_steps} steps, "
+              f"loss {result.last_loss}, {result.elapsed_s:.0f} s\n  folder {result.run_dir}\n  log    {result.log_path}")
+        print(f"next: invoke infer {result.run_id} --prompt \"Hello\"   (or invoke runs)")
 
 
 # ---- after training ---------------------------------------------------------------------------
 @task(iterable=["path"], help={
     "path": "also look in this folder (a run, or a folder holding runs); repeatable",
-    "json": "print {\"runs\": [...]} as strict JSON (NaN / Infinity as null; a problem per row)",
+    "json": "print {\"runs\": [...]} as JSON",
 })
 def runs(c, path=None, json=False):
     """List runs (status, base model, template, steps, loss, artifacts) from our outputs, saves/ and PATHs."""
@@ -252,14 +288,15 @@ _MODEL_HELP = "a run id (invoke runs), a run / adapter / checkpoint-N folder, or
 def infer(c, run, prompt=None, prompts=None, out=None, system=None, max_new_tokens=256, temperature=0.0,
           base=None, template=None, json=False):
     """Chat with a run's adapter (or a merged model) using the training template; no prompt = interactive."""
-    from finetune.fileio import dumps_json
+    import json as _json
+
     from finetune.inference import chat
 
     result = guarded(lambda: chat.infer(_layout(), run, prompt=prompt, prompts_file=prompts, out=out, system=system,
                                         max_new_tokens=int(max_new_tokens), temperature=float(temperature),
                                         base=base, template=template, as_json=json), as_json=json)
     if json:
-        print(dumps_json(result))
+        print(_json.dumps(result, ensure_ascii=False))
     elif prompts:
         print(f"{result['prompts']} answers written to {result['out']}")
 
@@ -276,13 +313,14 @@ def infer(c, run, prompt=None, prompts=None, out=None, system=None, max_new_toke
 })
 def merge(c, run, out=None, base=None, template=None, dtype=None, check=3, force=False, json=False):
     """Merge a LoRA adapter into its base model and check the merged model answers like the adapter."""
-    from finetune.fileio import dumps_json
+    import json as _json
+
     from finetune.inference import merge as mg
 
     result = guarded(lambda: mg.merge(_layout(), run, out_dir=out, base=base, template=template, dtype=dtype,
                                       n_check=int(check), force=force), as_json=json)
     if json:
-        print(dumps_json(result))
+        print(_json.dumps(result, ensure_ascii=False))
     else:
         chk = result.get("check")
         print(f"merged into {result['merged']} ({result['dtype']})"
@@ -300,12 +338,13 @@ def merge(c, run, out=None, base=None, template=None, dtype=None, check=3, force
 })
 def verify(c, run, data, max_samples=200, base=None, template=None, json=False):
     """Before / after: loss, perplexity and answer match of base vs fine-tuned on held-out conversations."""
-    from finetune.fileio import dumps_json
+    import json as _json
+
     from finetune.inference import verify as vf
 
     report = guarded(lambda: vf.verify(_layout(), run, data, max_samples=int(max_samples), base=base,
                                        template=template), as_json=json)
-    print(dumps_json(report)) if json else vf.render(report)
+    print(_json.dumps(report, ensure_ascii=False)) if json else vf.render(report)
 
 
 @task(help={
@@ -320,13 +359,14 @@ def verify(c, run, data, max_samples=200, base=None, template=None, json=False):
 def demo(c, model=None, template="qwen", interactive=False, no_webui=False, port=7860, fresh_model=False,
          json=False):
     """The whole chain on a tiny model: raw data -> Web UI -> train -> verified answers."""
+    import json as _json
+
     from finetune.demo import Demo, render_summary
-    from finetune.fileio import dumps_json
 
     result = guarded(lambda: Demo(_layout(), model=model, template=template, webui=not no_webui,
                                   interactive=interactive, port=port, fresh_model=fresh_model,
                                   progress=not json).run(), as_json=json)
-    print(dumps_json(result.as_dict(), indent=2)) if json else render_summary(result)
+    print(_json.dumps(result.as_dict(), indent=2, ensure_ascii=False)) if json else render_summary(result)
 
 
 data = Collection("data")
