@@ -192,75 +192,30 @@ def webui(c, host="127.0.0.1", port=7860, strict_port=False, method="env", model
         raise SystemExit(code)
 
 
-@task(iterable=["dataset"], auto_shortflags=False, help={
-    "model": "base model folder (or hub id when online), e.g. finetune/cache/models/tiny-qwen2",
-    "template": "chat template the model uses (LLaMA-Factory name: qwen, llama3, ...)",
-    "dataset": "registered dataset name; repeat the flag or give a comma list (a,b)",
-    "run_name": "a name added to the run id (YYYYMMDD-HHMMSS-NAME)",
-    "epochs": "training epochs (default 3.0)",
-    "lr": "learning rate (default 5e-5)",
-    "batch_size": "per-device batch size (default 2)",
-    "cutoff": "max tokens per conversation (default 2048)",
-    "lora_rank": "LoRA rank (default 8; alpha is twice the rank)",
-    "max_samples": "use at most this many conversations per dataset (default 100000)",
-    "save_steps": "save a checkpoint-N every this many steps (default 100)",
-    "resume": "continue this run id from its latest checkpoint-N (other flags are ignored)",
-    "nproc_per_node": "processes (GPUs) per node; > 1 starts torchrun (FORCE_TORCHRUN=1)",
-    "nnodes": "number of nodes (machines) in the job",
-    "node_rank": "this node's rank, 0 .. nnodes-1 (0 is the master)",
-    "master_addr": "address of node 0 that every node reaches (default 127.0.0.1)",
-    "master_port": "free TCP port on node 0 for the rendezvous (default 29500)",
-    "deepspeed": "DeepSpeed ZeRO config written into the run folder: z2, z3, z2-offload, z3-offload",
-    "preset": "'throughput': batch sized to the GPU's free memory, packing, no recomputation when it fits",
-    "quantization_bit": "QLoRA: load the base in 4 or 8 bits (needs CUDA and bitsandbytes)",
-    "json": "print the result as JSON (no progress bar)",
-})
-def train(c, model="", template="", dataset=None, run_name="", epochs=3.0, lr=5e-5, batch_size=2, cutoff=2048,
-          lora_rank=8, max_samples=100000, save_steps=100, resume="", nproc_per_node=1, nnodes=1, node_rank=0,
-          master_addr="127.0.0.1", master_port=29500, deepspeed="", preset="", quantization_bit=0, json=False):
-    """Train headless with the same arguments the Web UI writes (training_args.yaml + llamaboard_config.yaml)."""
-    import json as _json
-    import sys
+def _train_help() -> dict[str, str]:
+    from finetune.llama_factory.plan import FLAG_HELP
 
-    from finetune.llama_factory import train as tr
-    from finetune.llama_factory.distributed import DistSpec
-    from finetune.llama_factory.scale import scale_settings
+    return {**FLAG_HELP, "json": "print the result as JSON (no progress bar)"}
 
-    layout = _layout()
 
-    def run():
-        if resume:
-            return tr.train(layout, None, run_id=resume, resume=True, progress=not json)
-        if not model or not dataset:
-            from finetune.errors import UserError
+@task(iterable=["dataset"], auto_shortflags=False, help=_train_help())
+def train(c, model="", template="default", dataset=None, run_name="", epochs=3.0, lr=5e-5, batch_size=2,
+          cutoff=2048, lora_rank=8, max_samples=100000, save_steps=100, resume="", nproc_per_node=1, nnodes=1,
+          node_rank=0, master_addr="127.0.0.1", master_port=29500, deepspeed="", preset="", quantization_bit=0,
+          json=False):
+    """Train headless with the same arguments the Web UI writes (every flag is checked first)."""
+    given = {k: v for k, v in locals().items() if k not in ("c", "json")}
+    from finetune.llama_factory.plan import TrainFlags
+    from finetune.llama_factory.train import report, run_training
 
-            raise UserError("--model and --dataset are needed to start a run",
-                            fix="invoke train --model PATH --template qwen --dataset NAME "
-                                "(or continue one: invoke train --resume RUN_ID)")
-        spec = tr.spec_from_flags(layout, model=model, template=template or "default", dataset=list(dataset),
-                                  epochs=float(epochs), lr=float(lr), batch_size=int(batch_size), cutoff=int(cutoff),
-                                  lora_rank=int(lora_rank), max_samples=int(max_samples), save_steps=int(save_steps))
-        dist = DistSpec(int(nproc_per_node), int(nnodes), int(node_rank), master_addr, int(master_port),
-                        deepspeed or None)
-        scale = scale_settings(model, dist, preset or None, int(quantization_bit) or None, int(cutoff))
-        scale.apply(spec)
-        for note in scale.notes:
-            print(note, file=sys.stderr)
-        return tr.train(layout, spec, name=run_name, progress=not json, env=scale.env)
-
-    result = guarded(run, as_json=json)
-    if json:
-        print(_json.dumps(result.as_dict(), ensure_ascii=False))
-    else:
-        print(f"run {result.run_id} {result.status}: {result.steps}/{result.total_steps} steps, "
-              f"loss {result.last_loss}, {result.elapsed_s:.0f} s\n  folder {result.run_dir}\n  log    {result.log_path}")
-        print(f"next: invoke infer {result.run_id} --prompt \"Hello\"   (or invoke runs)")
+    flags = TrainFlags.from_kwargs(**given)
+    report(guarded(lambda: run_training(_layout(), flags, progress=not json), as_json=json), json)
 
 
 # ---- after training ---------------------------------------------------------------------------
 @task(iterable=["path"], help={
     "path": "also look in this folder (a run, or a folder holding runs); repeatable",
-    "json": "print {\"runs\": [...]} as JSON",
+    "json": "print {\"runs\": [...]} as strict JSON (NaN / Infinity as null; a problem per row)",
 })
 def runs(c, path=None, json=False):
     """List runs (status, base model, template, steps, loss, artifacts) from our outputs, saves/ and PATHs."""
@@ -288,15 +243,14 @@ _MODEL_HELP = "a run id (invoke runs), a run / adapter / checkpoint-N folder, or
 def infer(c, run, prompt=None, prompts=None, out=None, system=None, max_new_tokens=256, temperature=0.0,
           base=None, template=None, json=False):
     """Chat with a run's adapter (or a merged model) using the training template; no prompt = interactive."""
-    import json as _json
-
+    from finetune.fileio import dumps_json
     from finetune.inference import chat
 
     result = guarded(lambda: chat.infer(_layout(), run, prompt=prompt, prompts_file=prompts, out=out, system=system,
                                         max_new_tokens=int(max_new_tokens), temperature=float(temperature),
                                         base=base, template=template, as_json=json), as_json=json)
     if json:
-        print(_json.dumps(result, ensure_ascii=False))
+        print(dumps_json(result))
     elif prompts:
         print(f"{result['prompts']} answers written to {result['out']}")
 
@@ -313,14 +267,13 @@ def infer(c, run, prompt=None, prompts=None, out=None, system=None, max_new_toke
 })
 def merge(c, run, out=None, base=None, template=None, dtype=None, check=3, force=False, json=False):
     """Merge a LoRA adapter into its base model and check the merged model answers like the adapter."""
-    import json as _json
-
+    from finetune.fileio import dumps_json
     from finetune.inference import merge as mg
 
     result = guarded(lambda: mg.merge(_layout(), run, out_dir=out, base=base, template=template, dtype=dtype,
                                       n_check=int(check), force=force), as_json=json)
     if json:
-        print(_json.dumps(result, ensure_ascii=False))
+        print(dumps_json(result))
     else:
         chk = result.get("check")
         print(f"merged into {result['merged']} ({result['dtype']})"
@@ -338,13 +291,12 @@ def merge(c, run, out=None, base=None, template=None, dtype=None, check=3, force
 })
 def verify(c, run, data, max_samples=200, base=None, template=None, json=False):
     """Before / after: loss, perplexity and answer match of base vs fine-tuned on held-out conversations."""
-    import json as _json
-
+    from finetune.fileio import dumps_json
     from finetune.inference import verify as vf
 
     report = guarded(lambda: vf.verify(_layout(), run, data, max_samples=int(max_samples), base=base,
                                        template=template), as_json=json)
-    print(_json.dumps(report, ensure_ascii=False)) if json else vf.render(report)
+    print(dumps_json(report)) if json else vf.render(report)
 
 
 @task(help={
@@ -359,14 +311,13 @@ def verify(c, run, data, max_samples=200, base=None, template=None, json=False):
 def demo(c, model=None, template="qwen", interactive=False, no_webui=False, port=7860, fresh_model=False,
          json=False):
     """The whole chain on a tiny model: raw data -> Web UI -> train -> verified answers."""
-    import json as _json
-
     from finetune.demo import Demo, render_summary
+    from finetune.fileio import dumps_json
 
     result = guarded(lambda: Demo(_layout(), model=model, template=template, webui=not no_webui,
                                   interactive=interactive, port=port, fresh_model=fresh_model,
                                   progress=not json).run(), as_json=json)
-    print(_json.dumps(result.as_dict(), indent=2, ensure_ascii=False)) if json else render_summary(result)
+    print(dumps_json(result.as_dict(), indent=2)) if json else render_summary(result)
 
 
 data = Collection("data")
