@@ -84,7 +84,8 @@ def run(name: str, model: Path, data: Path, out: Path, extra: dict, max_steps: i
     logs = [json.loads(line) for line in (out / name / "trainer_log.jsonl").read_text("utf-8").splitlines()]
     tokens = res.get("num_input_tokens_seen") or logs[-1].get("total_tokens", 0)
     return {"name": name, "tokens": tokens, "runtime_s": res["train_runtime"], "wall_s": wall,
-            "tokens_per_s": tokens / res["train_runtime"], "losses": [r["loss"] for r in logs if "loss" in r]}
+            "tokens_per_s": tokens / res["train_runtime"], "losses": [r["loss"] for r in logs if "loss" in r],
+            "final_loss": next((r["loss"] for r in reversed(logs) if "loss" in r), None)}
 
 
 def main() -> int:
@@ -129,8 +130,9 @@ def main() -> int:
         print(f"{r['name']:<10}{r['tokens']:>12}{r['runtime_s']:>10.1f}{r['tokens_per_s']:>12.0f}"
               f"{(r['losses'] or [float('nan')])[-1]:>11.3f}")
     print(f"throughput ratio preset/defaults: {ratio:.2f}x (goal >= 2.5x)")
-    (out / "result.json").write_text(json.dumps({"defaults": base, "preset": fast, "ratio": ratio}, indent=2),
-                                     encoding="utf-8")
+    (out / "result.json").write_text(json.dumps({"defaults": base, "preset": fast, "ratio": ratio,
+                                                 "preset_args": preset.args, "gpu": torch.cuda.get_device_name(0)},
+                                                indent=2), encoding="utf-8")
     try:
         import matplotlib
 

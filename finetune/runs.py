@@ -30,7 +30,7 @@ from finetune.layout import Layout
 from finetune.rundir import STATUSES, RunDir, RunInfo, is_run_dir, live_trainer_args
 
 __all__ = ["STATUSES", "RunDir", "RunInfo", "as_json", "discover", "find_run", "nearest_runs", "read_run", "render",
-           "run_dirs", "saves_roots", "sort_newest_first"]
+           "run_dirs", "saves_roots", "short_model", "sort_newest_first", "artifacts_summary"]
 
 
 def read_run(folder: Path, run_id: str | None = None, source: str = "path") -> RunInfo:
@@ -149,7 +149,8 @@ def short_model(name: str | None) -> str:
     return name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or name
 
 
-def _artifacts_cell(art: dict) -> str:
+def artifacts_summary(art: dict) -> str:
+    """The artifacts of a row in a few words: adapter, model, merged, ckpt×N, eval×N."""
     bits = []
     if art.get("adapter"):
         bits.append("adapter")
@@ -187,10 +188,10 @@ def _table(runs: Sequence[RunInfo], wide: bool):
         status = f"[{style}]{r.status}[/]" if style else r.status
         model = _clip(short_model(r.base_model), 28)
         if wide:
-            table.add_row(r.id, status, model, r.template or "-", steps, loss, _artifacts_cell(r.artifacts or {}))
+            table.add_row(r.id, status, model, r.template or "-", steps, loss, artifacts_summary(r.artifacts or {}))
         else:
             table.add_row(f"{r.id}\n{model} \u00b7 {r.template or '-'}", f"{status}\n{steps} \u00b7 {loss}",
-                          _artifacts_cell(r.artifacts or {}))
+                          artifacts_summary(r.artifacts or {}))
     return table
 
 

@@ -49,6 +49,17 @@ def test_doctor_sees_the_gpu():
 
 
 @requires_cuda
+def test_bf16_lora_trains(root, tiny_model):
+    import torch
+
+    res = _train(root, "--model", str(tiny_model), "--template", "qwen", "--dataset", "capitals", "--epochs", "1",
+                 "--batch-size", "8", "--cutoff", "128")
+    args = (Path(res["run_dir"]) / "training_args.yaml").read_text(encoding="utf-8")
+    assert res["status"] == "finished"
+    assert ("bf16: true" in args) == torch.cuda.is_bf16_supported()
+
+
+@requires_cuda
 def test_qlora_4bit_trains(root, tiny_model):
     pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
     res = _train(root, "--model", str(tiny_model), "--template", "qwen", "--dataset", "capitals", "--epochs", "2",
