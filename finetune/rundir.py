@@ -127,6 +127,9 @@ def process_create_time(pid: int) -> float | None:
 
 
 _LIVE: tuple[float, frozenset[Path] | None] | None = None
+_PARSED: dict[tuple[str, int, int], tuple[dict[str, Any], str | None]] = {}  # see RunDir._read
+_PARSED_MAX = 20_000
+_PARSED_MAX_BYTES = 1 << 20  # a big trainer_state.json is parsed again rather than kept
 LIVE_CACHE_S = 30.0  # how long one process listing serves (a listing refreshes it first: see runs.discover)
 
 
@@ -305,28 +308,44 @@ class RunDir:
             self.problems.append(text)
 
     def _read(self, name: str) -> dict[str, Any]:
-        """A JSON / YAML mapping from the run folder; {} when absent or unreadable (with a problem)."""
+        """A JSON / YAML mapping from the run folder; {} when absent or unreadable (with a problem).
+        Parsed files are kept in a process-wide cache keyed by (path, mtime, size): a second listing
+        (the Web UI polls) reads only what changed."""
         if name in self._cache:
             return self._cache[name]
-        path = self.path / name
-        data: Any = {}
-        try:
-            if self.has_file(name):
-                data = fileio.read_yaml(path, {}) if name.endswith((".yaml", ".yml")) else fileio.read_json(path, {})
-            elif name in self.entries():
-                self._problem(f"{name}: not a regular file")
-        except UserError as err:
-            line = err.where.rsplit(":", 1)[-1] if err.where.startswith(str(path) + ":") else ""
-            self._problem(f"{name}: {err.message}" + (f" (line {line})" if line.isdigit() else ""))
-            data = {}
-        except (OSError, ValueError) as err:
-            self._problem(f"{name}: unreadable ({type(err).__name__}: {err})"[:200])
-            data = {}
-        if not isinstance(data, dict):
-            self._problem(f"{name}: not a mapping")
-            data = {}
+        data, problem = self._parse(name)
+        if problem:
+            self._problem(problem)
         self._cache[name] = data
         return data
+
+    def _parse(self, name: str) -> tuple[dict[str, Any], str | None]:
+        if not self.has_file(name):
+            return {}, (f"{name}: not a regular file" if name in self.entries() else None)
+        path = self.path / name
+        try:
+            st = self.entries()[name].stat()
+            key = (str(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and key in _PARSED:
+            data, problem = _PARSED[key]
+            return dict(data), problem
+        problem = None
+        try:
+            data = fileio.read_yaml(path, {}) if name.endswith((".yaml", ".yml")) else fileio.read_json(path, {})
+        except UserError as err:
+            line = err.where.rsplit(":", 1)[-1] if err.where.startswith(str(path) + ":") else ""
+            data, problem = {}, f"{name}: {err.message}" + (f" (line {line})" if line.isdigit() else "")
+        except (OSError, ValueError) as err:
+            data, problem = {}, f"{name}: unreadable ({type(err).__name__}: {err})"[:200]
+        if not isinstance(data, dict):
+            data, problem = {}, f"{name}: not a mapping"
+        if key is not None and key[2] <= _PARSED_MAX_BYTES:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.pop(next(iter(_PARSED)))
+            _PARSED[key] = (data, problem)
+        return dict(data), problem
 
     def training_args(self) -> dict[str, Any]:
         return self._read(TRAINING_ARGS)
