@@ -28,19 +28,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--answer-col", default="answer", help="CSV/TSV answer column")
     ap.add_argument("--system-col", default="system", help="CSV/TSV optional system column")
     ap.add_argument("--data-dir", default="", help="dataset folder (default dataset/llamafactory)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing <name>.jsonl with different content (without it nothing is overwritten)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
-    layout = Layout.from_env(**({"data_dir": args.data_dir} if args.data_dir else {}))
-    res = guarded(lambda: convert_file(args.src, layout, fmt=args.fmt, name=args.name or None,
-                                       question_col=args.question_col, answer_col=args.answer_col,
-                                       system_col=args.system_col or None), args.json)
-    if args.json:
-        print(json.dumps(res.to_dict(), ensure_ascii=False))
-    else:
-        print(f"{res.fmt}: wrote {res.written} conversation(s) to {res.out_path}")
+
+    def run() -> None:
+        from finetune.data.names import command
+
+        layout = Layout.from_env(**({"data_dir": args.data_dir} if args.data_dir else {}))
+        res = convert_file(args.src, layout, fmt=args.fmt, name=args.name or None, question_col=args.question_col,
+                           answer_col=args.answer_col, system_col=args.system_col or None, force=args.force)
+        if args.json:
+            print(json.dumps(res.to_dict(), ensure_ascii=False))
+            return
+        state = "unchanged (same content)" if res.unchanged else "wrote"
+        print(f"{res.fmt}: {state} {res.written} conversation(s) -> {res.out_path}")
+        for path in res.replaced:
+            print(f"  replaced {path} (--force)")
         if res.rejected:
             print(f"rejected {res.rejected} record(s) (line + reason): {res.rejects_path}")
-        print(f"next: invoke data.check {res.out_path}")
+        print(f"next: {command(['invoke', 'data.check', res.out_path])}")
+
+    guarded(run, args.json)
     return 0
 
 

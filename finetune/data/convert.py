@@ -367,7 +367,7 @@ def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str |
             return False
         if not force:
             raise UserError(
-                f"{out_path} already exists ({_count_lines(out_path)} conversation(s)) and differs from this "
+                f"{out_path.name} already exists ({_count_lines(out_path)} conversation(s)) and differs from this "
                 f"conversion ({counts['out']} conversation(s)); nothing was written",
                 where=str(out_path),
                 details=[f"it would also replace {rejects_path}"] if rejects_path.exists() else [],

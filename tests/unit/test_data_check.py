@@ -161,3 +161,86 @@ def test_missing_file_is_one_message(tmp_path):
     out = subprocess.run([sys.executable, "-m", "invoke", "data.check", str(tmp_path / "nope.jsonl")], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "no such file" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- nothing hidden: every error listed, warnings capped per code, counts per code ---------------
+def test_every_error_is_listed_and_warnings_are_capped_per_code(tmp_path):
+    from finetune.data.check import MAX_WARNINGS_PER_CODE
+
+    lines = [ok(0)] * 1_500 + [{"messages": []}] * 12_000 + [b"{broken\n"]
+    report = check_file(write(tmp_path / "many.jsonl", lines))
+    d = report.to_dict()
+    assert d["counts"] == {"invalid-json": 1, "empty": 12_000, "duplicate": 1_499}
+    listed = [p for p in d["problems"] if p["code"] == "empty"]
+    assert len(listed) == 12_000  # errors are never cut
+    assert sum(p["code"] == "duplicate" for p in d["problems"]) == MAX_WARNINGS_PER_CODE
+    assert d["unlisted"] == {"duplicate": 1_499 - MAX_WARNINGS_PER_CODE} and d["truncated_problems"] == 499
+    assert any(p["line"] == 13_501 and p["code"] == "invalid-json" for p in d["problems"])
+
+
+def test_type_clash_over_ten_thousand_lines_lists_every_line(tmp_path):
+    lines = [ok(i) for i in range(12_000)] + [turns(("user", 5), ("assistant", "a"))] * 10_500
+    report = check_file(write(tmp_path / "clash.jsonl", lines))
+    clash = {p.line for p in report.problems if p.code == "type-clash"}
+    assert clash == set(range(12_001, 22_501)) and report.valid == 12_000
+
+
+# --- read the way LLaMA-Factory's loader reads ---------------------------------------------------
+def test_json_array_loads_and_keeps_its_item_lines(tmp_path):
+    path = tmp_path / "arr.json"
+    path.write_text(json.dumps([ok(0), {"messages": []}, ok(1)], indent=2), encoding="utf-8")
+    report = check_file(path)
+    assert report.mode == "array" and not report.fatal and report.valid == 2
+    empty_line = next(p.line for p in report.problems if p.code == "empty")
+    text_lines = path.read_text(encoding="utf-8").splitlines()
+    assert text_lines[empty_line - 1].strip() == "{" and text_lines[empty_line].strip() == '"messages": []'
+    dup = tmp_path / "dup.json"
+    dup.write_text('[{"messages": [], "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}]',
+                   encoding="utf-8")
+    assert check_file(dup).errors == 0  # pandas keeps the last value of a repeated key
+
+
+def test_pretty_printed_and_concatenated_objects_load(tmp_path):
+    path = tmp_path / "pretty.jsonl"
+    path.write_text(json.dumps(ok(0), indent=2) + "\n" + json.dumps(ok(1)) + " " + json.dumps(ok(2)) + "\n",
+                    encoding="utf-8")
+    report = check_file(path)
+    assert report.mode == "stream" and not report.fatal and report.valid == 3
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"messages": [{"role": "user", "role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}\n',
+    b'{"messages": [{"role": "user", "\\u0072ole": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}\n',
+    b'{"messages": [{"role" : "user", "role":"user", "content": "u\\": x"}, {"role": "assistant", "content": "a"}]}\n',
+    b'{"messages": [], "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}\n',
+    b'{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}], "x": 1, "x": 2}\n',
+])
+def test_a_key_given_twice_fails_the_jsonl_file(tmp_path, raw):
+    report = check_file(write(tmp_path / "dup.jsonl", [ok(0), raw, ok(1)]))
+    assert report.fatal and report.error_lines == {2}
+    assert [p.code for p in report.problems if p.severity == ERROR] == ["duplicate-key"]
+
+
+def test_colons_and_escaped_quotes_in_content_are_not_duplicate_keys(tmp_path):
+    tricky = turns(("user", 'he said "role": "user" : and \\": too'), ("assistant", "a : b"))
+    report = check_file(write(tmp_path / "ok.jsonl", [tricky, ok(1)]))
+    assert report.errors == 0 and report.valid == 2
+
+
+@pytest.mark.parametrize("name,fatal", [("x.jsonl", False), ("x.json", False), ("X.JSONL", True), ("x.Json", True),
+                                        ("x.txt", True), ("x", True)])
+def test_extension_as_llamafactory_matches_it(tmp_path, name, fatal):
+    report = check_file(write(tmp_path / name, [ok(0)]))
+    assert report.fatal is fatal
+    assert any(p.code == "bad-extension" for p in report.problems) is fatal
+
+
+def test_null_and_missing_are_told_apart(tmp_path):
+    report = check_file(write(tmp_path / "n.jsonl", [
+        ok(0), turns(("user", None), ("assistant", "a")), {"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]},
+        {"messages": None}, {"id": 1}, {"messages": [{"content": "u"}, {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": None, "content": "u"}, {"role": "assistant", "content": "a"}]}]))
+    msgs = {p.line: p.message for p in report.problems if p.severity == ERROR}
+    assert "content is null" in msgs[2] and "missing (no 'content' key)" in msgs[3]
+    assert '"messages" is null' in msgs[4] and "no \"messages\" key (keys: 'id')" in msgs[5]
+    assert "no 'role' key" in msgs[6] and "role null" in msgs[7]
