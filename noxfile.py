@@ -53,13 +53,15 @@ def stack(session: nox.Session, flavour: str | None = None) -> tuple[str, list[s
         session.log(f"reusing the '{ts.flavour}' stack in {venv} (nothing to install)")
         return python, rest
     t0 = time.monotonic()
-    if not Path(python).is_file():
+    fresh = not Path(python).is_file()
+    if fresh:
         session.run(sys.executable, "-m", "venv", str(venv), external=True)
     pip = [python, "-m", "pip", "install", "-q"]
-    session.log(f"installing the '{ts.flavour}' torch set once: {' '.join(ts.requirements())}")
+    session.log(f"{'installing' if fresh else 'updating (the recipe changed)'} the '{ts.flavour}' stack: "
+                + " ".join(ts.requirements()))
     session.run(*pip, *ts.pip_args(index), external=True)
     session.run(*pip, "-e", f".[{STACK_EXTRAS}]", *ts.requirements(), external=True)
-    # session.run returns True (or the output), never the exit code: ask the child directly
+    # session.run returns True (or the output), never the exit code: ask the child (docs/field-notes.md#nox)
     if subprocess.run([python, "-m", "finetune.env.verify_stack"], cwd=ROOT).returncode != 0:
         session.log("the torch set does not load together: reinstalling the verified set once")
         session.run(*pip, "--force-reinstall", "--no-deps", *ts.pip_args(index), external=True)

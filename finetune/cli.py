@@ -56,9 +56,15 @@ def safe_console() -> None:
         sys.excepthook = _excepthook
 
 
+def _pipe_closed(exc: BaseException) -> bool:
+    """The reader of stdout went away: BrokenPipeError, or on Windows EINVAL from a write (no file name)."""
+    return isinstance(exc, BrokenPipeError) or (
+        os.name == "nt" and isinstance(exc, OSError) and exc.errno == errno.EINVAL and exc.filename is None)
+
+
 def _excepthook(kind, value, tb) -> None:
     """Backstop for output printed after :func:`guarded` returned (the interpreter then exits 1)."""
-    if isinstance(value, BrokenPipeError):
+    if _pipe_closed(value):
         _silence_stdout()
         return
     if isinstance(value, OSError) and value.errno in _WRITE_ERRNOS:
@@ -89,15 +95,17 @@ def _write_error(exc: OSError) -> UserError:
 
 
 def guarded(fn: Callable[[], T], as_json: bool = False) -> T:
-    """Run ``fn``; a failure the user can fix prints one clear message (or JSON) and exits non-zero."""
+    """Run ``fn``; a failure the user can fix prints one clear message (or JSON) and exits non-zero.
+    Entry scripts that call it (run_finetune.py, the launcher module, ...) get :func:`safe_console` too."""
+    safe_console()
     try:
         return fn()
-    except BrokenPipeError:  # `invoke ... --json | head -1`: the reader has what it wanted
-        _silence_stdout()
-        raise SystemExit(EXIT_PIPE) from None
     except UserError as err:
         _fail(err, as_json)
     except OSError as exc:
+        if _pipe_closed(exc):  # `invoke ... --json | head -1`: the reader has what it wanted
+            _silence_stdout()
+            raise SystemExit(EXIT_PIPE) from None
         if exc.errno not in _WRITE_ERRNOS:
             raise
         _fail(_write_error(exc), as_json)

@@ -84,3 +84,15 @@ def test_spaces_are_fine_for_one_process(tmp_path):
     env = {"FORCE_TORCHRUN": "", "CUDA_VISIBLE_DEVICES": ""}
     portable.check_torchrun_paths(env, [tmp_path / "First Last" / "a.yaml"], package_dir=tmp_path)
     portable.check_torchrun_paths({"FORCE_TORCHRUN": "1"}, [tmp_path / "no_space.yaml"], package_dir=tmp_path)
+
+
+def test_no_fix_in_the_package_needs_bash():
+    """`&&` is not PowerShell 5.1 and `py -3` skips the active venv: no message of the kit uses them."""
+    root = Path(portable.__file__).resolve().parents[1]
+    bad = []
+    for path in root.rglob("*.py"):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if ("&&" in code or "py -3" in code) and "``&&``" not in code:
+                bad.append(f"{path.relative_to(root.parent)}:{n}")
+    assert not bad, bad
