@@ -228,18 +228,35 @@ def shlex_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def run_block(block: Block, tree: Path, env: dict[str, str], timeout: float = 600, extra: str = "") -> Outcome:
+def kill_session(sid: int) -> None:
+    """End every process of a block's session (bash runs each command in its own process group)."""
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                os.kill(proc.pid, signal.SIGKILL)
+        except (OSError, psutil.Error):
+            pass
+
+
+def run_block(block: Block, tree: Path, env: dict[str, str], timeout: float = 1500, extra: str = "") -> Outcome:
     code = substitute(block.code, tree)
     start = time.perf_counter()
+    proc = subprocess.Popen(["bash", "-c", script_for(code, extra)], cwd=tree, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        proc = subprocess.run(["bash", "-c", script_for(code, extra)], cwd=tree, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout, start_new_session=True)
-        out = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
+        raw, _ = proc.communicate(timeout=timeout)
+        out = raw.decode("utf-8", "replace")
         ok = proc.returncode == 0
         if not ok:
             out += f"\n[exit code {proc.returncode}]"
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode("utf-8", "replace") + f"\n[timed out after {timeout:.0f} s]"
+    except subprocess.TimeoutExpired:
+        kill_session(proc.pid)
+        raw, _ = proc.communicate()
+        out = raw.decode("utf-8", "replace") + f"\n[timed out after {timeout:.0f} s]"
         ok = False
     return Outcome(block, ok, time.perf_counter() - start, out)
 
@@ -263,7 +280,7 @@ def run_file(path: Path, tree: Path, env: dict[str, str], log=print) -> FileRepo
     return report
 
 
-def run_commands(code: str, tree: Path, env: dict[str, str], timeout: float = 600, extra: str = "") -> Outcome:
+def run_commands(code: str, tree: Path, env: dict[str, str], timeout: float = 1500, extra: str = "") -> Outcome:
     """Commands that are not a guide block (a test's own), run the same way."""
     return run_block(Block(Path("test"), 0, code), tree, env, timeout=timeout, extra=extra)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from guide_runner import GUIDE, README, clean_env, run_file, shared_tree
 
-pytestmark = [pytest.mark.smoke, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.smoke, pytest.mark.timeout(5400)]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from guide_runner import (
     shared_tree,
 )
 
-pytestmark = [pytest.mark.smoke, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.smoke, pytest.mark.timeout(1800)]
 
 TEXT = GUIDE.read_text(encoding="utf-8")
 
@@ -85,12 +85,12 @@ def env(tree):
     return e
 
 
-def sh(cmd: list[str], tree: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def sh(cmd: list[str], tree: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def invoke(args: str, tree: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def invoke(args: str, tree: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     import shlex
 
     return sh([sys.executable, "-m", "invoke", *shlex.split(args)], tree, env, timeout)
