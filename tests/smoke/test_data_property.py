@@ -11,7 +11,7 @@ survives tokenization. Then:
 * when it loads, every line data.check marks ``error`` is dropped by LLaMA-Factory and every other
   line is kept (and the counts match);
 * when it fails, the lines data.check blames for the failure are taken out and the rest must agree
-  line by line again; and one blamed line between two good ones must make LLaMA-Factory fail alone.
+  line by line again; and one blamed line between two good ones must get the same verdict from both.
 
 Generation is collected first (a few seconds), so LLaMA-Factory runs a few times, not thousands.
 """
@@ -19,6 +19,8 @@ Generation is collected first (a few seconds), so LLaMA-Factory runs a few times
 from __future__ import annotations
 
 import json
+import os
+import random
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.smoke
 pytest.importorskip("llamafactory")
 hypothesis = pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from finetune.data.check import check_file  # noqa: E402
@@ -41,7 +43,6 @@ SLOT = "\u00a7M\u00a7"  # replaced by the line's marker when the file is written
 FATAL_CODES = {"invalid-json", "invalid-utf8", "not-an-object", "messages-missing", "messages-not-list",
                "message-not-object", "type-clash", "content-not-string", "function-call-not-json",
                "duplicate-key"}
-GOOD = {"messages": [{"role": "user", "content": f"hello {SLOT}"}, {"role": "assistant", "content": f"hi {SLOT}"}]}
 
 
 class Obj(list):
@@ -69,6 +70,8 @@ def choose(draw, *pairs):
     raise AssertionError("unreachable")
 
 
+GOOD = Obj([("messages", [Obj([("role", "user"), ("content", f"hello {SLOT}")]),
+                           Obj([("role", "assistant"), ("content", f"hi {SLOT}")])])])
 MISSING = object()
 # Texts: a pool of awkward strings (fast to draw) and, less often, any unicode text without digits
 # (a digit could forge a marker) and without the slot character.
@@ -164,9 +167,10 @@ def record(draw):
     return rec, draw(st.booleans()) and draw(st.booleans())  # (record, written with \\u escapes)
 
 
-def collect() -> list[list]:
+def collect(seed_value: int) -> list[list]:
     batches: list[list] = []
 
+    @seed(seed_value)
     @settings(max_examples=EXAMPLES, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(st.lists(record(), min_size=25, max_size=45))
@@ -210,8 +214,10 @@ def compare(path: Path, lines: list, as_array: bool, tok: Path, problems: list[s
 
 
 def test_generated_lines_agree_with_llamafactory(tmp_path, tiny_model):
+    run_seed = int(os.environ.get("DATA_PROPERTY_SEED") or random.randrange(1 << 32))
+    print(f"\nproperty test seed: {run_seed} (rerun the same cases with DATA_PROPERTY_SEED={run_seed})")
     t0 = time.monotonic()
-    batches = collect()
+    batches = collect(run_seed)
     t_gen = time.monotonic() - t0
     files = [sum(batches[i:i + PER_FILE], []) for i in range(0, len(batches), PER_FILE)]
     cases = sum(len(f) for f in files)
@@ -233,14 +239,13 @@ def test_generated_lines_agree_with_llamafactory(tmp_path, tiny_model):
         rest = [rec for i, rec in enumerate(lines) if i not in set(blamed)]
         compare(tmp_path / f"gen{n}-rest.{'json' if as_array else 'jsonl'}", rest, as_array, tiny_model, problems)
         lf_runs += 1
-        # ... and one blamed line alone between two good ones makes LLaMA-Factory fail
-        alone = [(Obj(GOOD.items()), False), lines[blamed[0]], (Obj(GOOD.items()), False)]
-        probe_ok, _ = compare(tmp_path / f"gen{n}-alone.{'json' if as_array else 'jsonl'}", alone, as_array,
-                              tiny_model, problems)
+        # ... and one blamed line alone between two good ones gets the same verdict from both
+        alone = [(GOOD, False), lines[blamed[0]], (GOOD, False)]
+        compare(tmp_path / f"gen{n}-alone.{'json' if as_array else 'jsonl'}", alone, as_array, tiny_model, problems)
         lf_runs += 1
-        assert not probe_ok or problems
     elapsed = time.monotonic() - t0
     print(f"\nproperty test: {cases} generated ChatML lines ({len(batches)} Hypothesis examples, generated in "
           f"{t_gen:.1f} s) in {len(files)} files; LLaMA-Factory ran {lf_runs} times; {elapsed:.0f} s in all")
     assert cases >= 2000
-    assert not problems, f"{len(problems)} disagreement(s):\n" + "\n".join(problems[:20])
+    assert not problems, (f"{len(problems)} disagreement(s) (DATA_PROPERTY_SEED={run_seed}):\n"
+                          + "\n".join(problems[:20]))
