@@ -289,6 +289,23 @@ def default_board_values(layout: Layout, run_id: str, model: str | None, templat
     return values
 
 
+# The page's sliders refuse values outside their range (gradio raises on Start): LLaMA-Factory 0.9.5's.
+SLIDER_RANGES = {"train.save_steps": (10, 5000), "train.logging_steps": (1, 1000), "train.warmup_steps": (0, 5000),
+                 "train.cutoff_len": (4, 131072), "train.batch_size": (1, 1024),
+                 "train.gradient_accumulation_steps": (1, 1024), "train.lora_rank": (1, 1024),
+                 "train.lora_alpha": (1, 2048)}
+
+
+def clamp_to_page(values: dict[str, Any]) -> dict[str, Any]:
+    """Numbers moved into the range of the page's sliders (e.g. the demo's save_steps 100000, i.e.
+    "no checkpoint", becomes 5000: still none for a run shorter than that)."""
+    for key, (lo, hi) in SLIDER_RANGES.items():
+        v = values.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            values[key] = type(v)(min(max(v, lo), hi))
+    return values
+
+
 def prepare(layout: Layout, run_id: str, model: str | Path | None = None, template: str | None = None,
             overrides: Mapping[str, Any] | None = None, datasets: Iterable[str] | None = None) -> BoardFiles:
     """Write user_config.yaml and the argument set the page opens with; return where they are.
@@ -326,6 +343,7 @@ def prepare(layout: Layout, run_id: str, model: str | Path | None = None, templa
     if not values.get("train.output_dir"):  # an override without a place: ours
         values["train.output_dir"] = run_output_dir(layout.outputs_dir, run_id)
     values.pop("top.model_name", None)
+    clamp_to_page(values)
     arg_set = layout.webui_config_dir / DEFAULTS_SET
     write_atomic(arg_set, _yaml_dump(values))
     if model_path:

@@ -165,8 +165,9 @@ def _holds_run(folder: Path) -> bool:
 
 
 def output_dir_choices(layout: Layout, model_path: str | None, fresh: str) -> list[tuple[str, str]]:
-    """The Output dir list: a new run, then interrupted runs of this model that can be continued."""
-    out = [(f"new run {Path(fresh).name}", fresh)]
+    """The Output dir list: a new run (shown as its path), then interrupted runs of this model that
+    can be continued (shown as "continue RUN from checkpoint-N")."""
+    out = [(fresh, fresh)]
     for run in our_runs(layout):
         if run.status != "interrupted" or (model_path and not _same_path(run.base_model, model_path)):
             continue

@@ -108,11 +108,11 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                 page.keyboard.press("Escape")
                 page.get_by_role("button", name="Load model").click()
                 page.get_by_text("Model loaded").first.wait_for(timeout=180_000)
-                temp = page.get_by_label("Temperature", exact=False).locator("xpath=..").locator(
-                    "input[type=number]")
-                if temp.count():
-                    temp.first.fill("0.01")
-                    temp.first.press("Enter")
+                temps = page.get_by_label(re.compile(r"number input for Temperature"))
+                for i in range(temps.count()):  # near-greedy in the Chat tab (the Evaluate one is hidden)
+                    if temps.nth(i).is_visible():
+                        temps.nth(i).fill("0.01")
+                        temps.nth(i).press("Enter")
                 page.get_by_placeholder("Input...").first.fill(question)
                 page.get_by_role("button", name="Submit").first.click()
                 page.get_by_text(reference).first.wait_for(timeout=120_000)

@@ -187,3 +187,12 @@ def test_light_compute_type(monkeypatch, env, nvidia, expected):
 
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi" if nvidia else None)
     assert board.light_compute_type(env) == expected
+
+
+def test_values_fit_the_pages_sliders():
+    """gradio refuses a slider value outside its range when Start is pressed (seen with the demo's
+    save_steps 100000): the argument set the page opens with stays inside."""
+    values = board.clamp_to_page({"train.save_steps": 100000, "train.logging_steps": 0, "train.batch_size": 8,
+                                  "train.learning_rate": "0.01"})
+    assert values == {"train.save_steps": 5000, "train.logging_steps": 1, "train.batch_size": 8,
+                      "train.learning_rate": "0.01"}

@@ -71,7 +71,7 @@ def test_start_is_a_new_run_unless_an_interrupted_one_is_picked(layout, tmp_path
     plan = runs_tab.plan_output_dir(layout, str(cut))
     assert plan.output_dir == str(cut) and plan.resume and "checkpoint-10" in plan.note
     labels = dict((v, k) for k, v in runs_tab.output_dir_choices(layout, str(base), fresh))
-    assert labels[fresh].startswith("new run") and labels[str(cut)].startswith("continue 20260102-100000")
+    assert labels[fresh] == fresh and labels[str(cut)].startswith("continue 20260102-100000")
     assert str(done) not in labels
 
     failed = _run(layout, "20260103-100000", base, finished=False, adapter=False)  # no checkpoint
