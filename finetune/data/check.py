@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 from finetune.data import chatml
-from finetune.data.names import command, files_args
+from finetune.data.names import command, files_args, input_file
 from finetune.errors import UserError
 
 ERROR, WARNING = "error", "warning"
@@ -345,8 +345,7 @@ def check_file(path: Path, cutoff: int | None = None, tokenizer=None, _fast: boo
     """Check one ChatML JSONL file (see the module docstring)."""
     path = Path(path)
     report = FileReport(path=str(path), mode=_mode)
-    if not path.is_file():
-        raise UserError(f"no such file: {path}", fix="pass the path of a ChatML .jsonl file", where=str(path))
+    input_file(path)
     types = _Types(all_lines=_all_lines)
     use_fast = _fast and _mode == "jsonl"
     fast_lines = fast_first = fast_msg_lines = fast_msg_first = 0
@@ -633,10 +632,8 @@ def check_files(paths: Iterable[str | Path], cutoff: int | None = None, tokenize
                                      "--tokenizer", "MODEL_DIR"]))
     if tokenizer is not None and not cutoff:
         raise UserError("--tokenizer needs --cutoff", fix="add --cutoff 1024 (your cutoff_len)")
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise UserError(f"no such file: {missing[0]}", where=str(missing[0]),
-                        fix="pass the path of a ChatML .jsonl file")
+    for p in paths:
+        input_file(p)
     if isinstance(tokenizer, (str, Path)):
         from finetune.data.stats import load_tokenizer
 

@@ -30,7 +30,7 @@ import orjson
 
 from finetune import fileio
 from finetune.data import chatml
-from finetune.data.names import dataset_name
+from finetune.data.names import data_folder, dataset_name, input_file
 from finetune.errors import UserError
 from finetune.layout import Layout
 
@@ -327,9 +327,7 @@ def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str |
     content again changes nothing); the source itself is never overwritten; two converts to one
     name at the same moment are serialised by a lock on the output.
     """
-    src = Path(src).expanduser()
-    if not src.is_file():
-        raise UserError(f"no such file: {src}", fix="pass the path of a raw data file (json, jsonl, csv, tsv)")
+    src = input_file(Path(src).expanduser(), "a raw data file (json, jsonl, csv, tsv)")
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
     if name:
@@ -340,7 +338,7 @@ def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str |
         except UserError:
             raise UserError(f"cannot make a dataset name from the file name {src.name!r}", where=str(src),
                             fix="pass --name NAME") from None
-    folder = out_dir or layout.data_dir
+    folder = data_folder(out_dir or layout.data_dir)
     out_path = folder / f"{name}.jsonl"
     rejects_path = folder / f"{name}.rejects.jsonl"
     for target in (out_path, rejects_path):

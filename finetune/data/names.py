@@ -80,3 +80,25 @@ def files_args(task: str, paths: Sequence[str | Path]) -> list[str]:
         for p in commas[1:]:
             args += ["--files", p]
     return args
+
+
+def data_folder(folder: Path) -> Path:
+    """``folder`` (the data dir), refused with a message when a file or a non-folder holds that path."""
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"this is a file, not a folder, so the data dir {folder} cannot be made",
+                                where=str(parent),
+                                fix="pass --data-dir with a folder (or set FINETUNE_DATA_DIR), or move that file away")
+            break
+    return folder
+
+
+def input_file(path: Path, what: str = "a ChatML .jsonl file") -> Path:
+    """``path`` when it is a readable regular file, else a :class:`UserError` saying what it is."""
+    if path.is_dir():
+        raise UserError("this is a folder, not a file", where=str(path), fix=f"pass the path of {what}")
+    if not path.is_file():
+        raise UserError(f"no such file: {path}", where=str(path), fix=f"pass the path of {what}")
+    return path
+

@@ -27,7 +27,7 @@ from pathlib import Path
 from finetune import fileio
 from finetune.data import chatml
 from finetune.data.check import check_file, extension_problem
-from finetune.data.names import command, dataset_name
+from finetune.data.names import command, data_folder, dataset_name, input_file
 from finetune.errors import UserError
 from finetune.layout import Layout
 
@@ -125,14 +125,12 @@ def register_files(layout: Layout, files: Sequence[str | Path], names: Sequence[
     if names and len(names) != len(files):
         raise UserError(f"{len(names)} name(s) for {len(files)} file(s)", fix="pass one --names value per file")
     wanted = [dataset_name(n, what="--names") for n in names]  # refused before any work
-    data_dir = layout.data_dir.resolve()
+    data_dir = data_folder(layout.data_dir).resolve()
     info_path = layout.dataset_info
     read_dataset_info(info_path)  # a broken dataset_info.json is reported before the files are checked
     checked = []
     for raw in files:
-        src = Path(raw).expanduser().resolve()
-        if not src.is_file():
-            raise UserError(f"no such file: {raw}", fix="pass the path of a ChatML .jsonl file")
+        src = input_file(Path(raw).expanduser()).resolve()
         bad_ext = extension_problem(src)
         if bad_ext:
             raise UserError(f"{src.name}: {bad_ext}", where=str(src),

@@ -253,3 +253,17 @@ def test_broken_line_after_10003_duplicates_is_listed(tmp_path):
     assert "invalid-json 1" in out.stdout.replace("\n", " ") or "invalid-j" in out.stdout
     out = invoke("data.register", str(path), root=tmp_path, check_rc=2)
     assert "dups.jsonl:10004: invalid-json" in out.stderr
+
+
+# --- a folder where a file should be, a file where the data dir should be ---------------------------
+def test_folders_and_files_in_the_wrong_place(tmp_path):
+    folder = tmp_path / "dir.jsonl"
+    folder.mkdir()
+    for task in ("data.check", "data.register", "data.convert"):
+        out = invoke(task, str(folder), root=tmp_path, check_rc=2)
+        assert "folder, not a file" in out.stderr, out.stderr
+    f = write_jsonl(tmp_path / "ok.jsonl", [GOOD])
+    (tmp_path / "blocker").write_text("x", encoding="utf-8")
+    for task in ("data.register", "data.convert"):
+        out = invoke(task, str(f), "--data-dir", str(tmp_path / "blocker" / "sub"), root=tmp_path, check_rc=2)
+        assert "file, not a folder" in out.stderr, out.stderr
