@@ -100,7 +100,7 @@ def _valid_function_call(content: str) -> bool:
 
     try:
         calls = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     calls = calls if isinstance(calls, list) else [calls]
     try:

@@ -203,17 +203,20 @@ class _Types:
                 entry[3].append(line)
 
     def walk(self, value, path: str, line: int) -> None:
-        kind = _kind(value)
-        if kind is None:
-            return
-        self._note(path, kind, line)
-        if kind == "o":
-            for key, sub in value.items():
-                name = key if _PLAIN_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-                self.walk(sub, f"{path}.{name}" if path else name, line)
-        elif kind == "l":
-            for sub in value:
-                self.walk(sub, f"{path}[]", line)
+        stack = [(value, path)]  # iterative: a line nested 1,000 deep must not exhaust Python's stack
+        while stack:
+            value, path = stack.pop()
+            kind = _kind(value)
+            if kind is None:
+                continue
+            self._note(path, kind, line)
+            if kind == "o":
+                for key, sub in value.items():
+                    name = key if _PLAIN_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+                    stack.append((sub, f"{path}.{name}" if path else name))
+            elif kind == "l":
+                inner = f"{path}[]"
+                stack.extend((sub, inner) for sub in value)
 
     def add_fast(self, lines: int, first: int, msg_lines: int, msg_first: int) -> None:
         """Count the lines of the usual shape (the fast path counts them without their numbers)."""
@@ -261,12 +264,16 @@ def extension_problem(path: Path) -> str | None:
 
 
 def _count_keys(value) -> int:
-    t = type(value)
-    if t is dict:
-        return len(value) + sum(_count_keys(v) for v in value.values())
-    if t is list:
-        return sum(_count_keys(v) for v in value)
-    return 0
+    n, stack = 0, [value]
+    while stack:
+        value = stack.pop()
+        t = type(value)
+        if t is dict:
+            n += len(value)
+            stack.extend(value.values())
+        elif t is list:
+            stack.extend(value)
+    return n
 
 
 def _dup_key_check(raw: bytes, nkeys: int) -> str | None:
@@ -288,7 +295,7 @@ def _dup_key_check(raw: bytes, nkeys: int) -> str | None:
 
     try:
         json.loads(raw, object_pairs_hook=hook)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return found[0] if found else None
 
@@ -317,7 +324,7 @@ def _document_records(path: Path) -> tuple[str, list[tuple[int, object]]] | None
             last = pos
             values.append((line, value))
             pos = _WS_RE.match(text, end).end()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than any loader takes
         return None
     if len(values) == 1 and type(values[0][1]) is list:
         start = values[0][0]

@@ -267,3 +267,18 @@ def test_folders_and_files_in_the_wrong_place(tmp_path):
     for task in ("data.register", "data.convert"):
         out = invoke(task, str(f), "--data-dir", str(tmp_path / "blocker" / "sub"), root=tmp_path, check_rc=2)
         assert "file, not a folder" in out.stderr, out.stderr
+
+
+# --- nesting deeper than Python's stack -------------------------------------------------------------
+def test_deeply_nested_lines_are_messages_not_recursion_errors(tmp_path):
+    d = 1_020
+    lines = ['{"messages": ' + "[" * d + "]" * d + "}",
+             json.dumps({**GOOD, "x": 0})[:-1] + ', "y": ' + "[" * 900 + "]" * 900 + "}"]
+    path = write_jsonl(tmp_path / "deep.jsonl", lines)
+    arr = tmp_path / "deep.json"
+    arr.write_text("[" + "[" * 1_500 + "]" * 1_500 + "]", encoding="utf-8")
+    out = invoke("data.check", str(path), "--files", str(arr), "--json", root=tmp_path, check_rc=1)
+    files = json.loads(out.stdout)["files"]
+    assert all(f["fatal"] for f in files)
+    out = invoke("data.convert", str(arr), "--fmt", "openai", root=tmp_path, check_rc=2)
+    assert "not valid JSON" in out.stderr
