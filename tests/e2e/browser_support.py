@@ -61,6 +61,13 @@ def wait_value(page, label: str, expected: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"{label!r} shows {value!r}, expected {expected!r}")
 
 
+def wait_textbox(page, text: str, timeout: float = 60_000) -> None:
+    """Wait until some text box holds ``text`` (gradio's info boxes are textareas: their value is
+    not page text, so ``get_by_text`` never sees it)."""
+    page.wait_for_function("s => [...document.querySelectorAll('textarea')].some(t => t.value.includes(s))",
+                           arg=text, timeout=timeout)
+
+
 def save_failure(page, name: str, log_path: Path | None) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     if page is not None:

@@ -26,7 +26,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_support import CHROMIUM_FLAGS, chromium, field, playwright, save_failure, wait_value  # noqa: E402
+from browser_support import (  # noqa: E402
+    CHROMIUM_FLAGS,
+    chromium,
+    field,
+    playwright,
+    save_failure,
+    wait_textbox,
+    wait_value,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -106,8 +114,8 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                 ckpt.click()
                 page.get_by_role("option", name=re.compile(rf"^{re.escape(run1.name)} \(finished")).first.click()
                 page.keyboard.press("Escape")
-                page.get_by_role("button", name="Load model").click()
-                page.get_by_text("Model loaded").first.wait_for(timeout=180_000)
+                page.get_by_role("button", name="Load model", exact=True).click()
+                wait_textbox(page, "Model loaded", timeout=180_000)
                 temps = page.get_by_label(re.compile(r"number input for Temperature"))
                 for i in range(temps.count()):  # near-greedy in the Chat tab (the Evaluate one is hidden)
                     if temps.nth(i).is_visible():
@@ -116,13 +124,13 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                 page.get_by_placeholder("Input...").first.fill(question)
                 page.get_by_role("button", name="Submit").first.click()
                 page.get_by_text(reference).first.wait_for(timeout=120_000)
-                page.get_by_role("button", name="Unload model").click()
+                page.get_by_role("button", name="Unload model", exact=True).click()
 
                 # Export with the default directory: <run>/merged.
                 page.get_by_role("tab", name="Export").click()
                 wait_value(page, "Export dir", str(run1 / "merged"))
                 page.get_by_role("button", name="Export", exact=True).click()
-                page.get_by_text("Model exported.").first.wait_for(timeout=300_000)
+                wait_textbox(page, "Model exported.", timeout=300_000)
                 assert (run1 / "merged" / "config.json").is_file()
                 assert any((run1 / "merged").glob("*.safetensors"))
 
