@@ -144,11 +144,31 @@ def locked(path: Path | str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
                         fix=f"wait for the other task to finish; if none is running, delete {lp}") from None
 
 
-def _check_size(path: Path, cap: int) -> None:
+def _read_text(path: Path, cap: int) -> str:
+    """The UTF-8 text of ``path``, refusing a file over ``cap`` bytes or one that is not UTF-8."""
     size = path.stat().st_size
     if size > cap:
         raise UserError(f"file is {size / 1e6:.1f} MB, over the {cap / 1e6:.0f} MB this reader accepts",
                         where=str(path), fix="check that this is the file you meant")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", where=str(path),
+                        fix="save the file as UTF-8") from None
+
+
+def same_bytes(a: Path | str, b: Path | str) -> bool:
+    """Whether two files hold the same bytes (streamed; sizes compared first)."""
+    a, b = Path(a), Path(b)
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
 
 
 def parse_json(text: str, where: str) -> Any:
@@ -165,12 +185,7 @@ def read_json(path: Path | str, default: Any = None, max_bytes: int = MAX_JSON_B
     path = Path(path)
     if not path.exists():
         return default
-    _check_size(path, max_bytes)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", where=str(path),
-                        fix="save the file as UTF-8") from None
+    text = _read_text(path, max_bytes)
     if not text.strip():
         return default
     return parse_json(text, str(path))
@@ -205,16 +220,12 @@ def read_yaml(path: Path | str, default: Any = None, max_bytes: int = MAX_YAML_B
     path = Path(path)
     if not path.exists():
         return default
-    _check_size(path, max_bytes)
+    text = _read_text(path, max_bytes)
+    loader = _NoAliasLoader.get()
+    if "&" not in text and "*" not in text:  # no anchor, no alias possible: libyaml's safe loader is
+        loader = getattr(yaml, "CSafeLoader", loader)  # as safe and ~10x faster
     try:
-        text = path.read_text(encoding="utf-8")
-        loader = _NoAliasLoader.get()
-        if "&" not in text and "*" not in text:  # no anchor, no alias possible: libyaml's safe loader is
-            loader = getattr(yaml, "CSafeLoader", loader)  # as safe and ~10x faster
         data = yaml.load(text, Loader=loader)  # noqa: S506
-    except UnicodeDecodeError as err:
-        raise UserError(f"not UTF-8 text ({err.reason} at byte {err.start})", where=str(path),
-                        fix="save the file as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

@@ -291,18 +291,6 @@ def _from_row(question_col: str, answer_col: str, system_col: str | None):
 
 
 # Driver -----------------------------------------------------------------------------------------
-def _same_bytes(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with a.open("rb") as fa, b.open("rb") as fb:
-        while True:
-            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
-
-
 def _count_lines(path: Path) -> int:
     n = 0
     with path.open("rb") as fh:
@@ -360,7 +348,7 @@ def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str |
             return False
         if not out_path.exists():
             return True
-        if _same_bytes(tmp, out_path):
+        if fileio.same_bytes(tmp, out_path):
             outcome["unchanged"] = True
             return False
         if not force:
@@ -380,7 +368,7 @@ def convert_file(src: str | Path, layout: Layout, fmt: str = "auto", name: str |
                 outcome["removed"] = str(rejects_path)
             return False
         if rejects_path.exists():
-            if _same_bytes(tmp, rejects_path):
+            if fileio.same_bytes(tmp, rejects_path):
                 return False
             outcome["replaced"].append(str(rejects_path))
         return True

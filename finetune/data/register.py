@@ -62,18 +62,6 @@ def read_dataset_info(path: Path) -> dict:
     return validate_dataset_info(fileio.read_json(path, default={}), path)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with a.open("rb") as fa, b.open("rb") as fb:
-        while True:
-            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
-
-
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -92,7 +80,7 @@ def _place(src: Path, data_dir: Path, force: bool) -> tuple[Path, str]:
         if not target.exists():
             fileio.atomic_copy(src, target)
             return target, "copied"
-        if _same_file(src, target):
+        if fileio.same_bytes(src, target):
             return target, "same copy"
         if not force:
             raise UserError(f"{target} already exists and differs from {src}", where=str(src),

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
+from finetune.env.platforms import LLAMAFACTORY_VERSION
 from finetune.errors import UserError
 from finetune.layout import Layout
 
@@ -38,7 +39,7 @@ USER_CONFIG = "user_config.yaml"
 MODEL_NAME = "Custom"  # LlamaBoard's own entry for "a model given by path"
 # Versions on which DEFAULT_DATA_DIR / DEFAULT_SAVE_DIR / DEFAULT_TEMPLATE were verified to pre-fill
 # the page (tests/smoke/test_webui_board.py checks the running version).
-INTERNALS_VERIFIED = ("0.9.5",)
+INTERNALS_VERIFIED = (LLAMAFACTORY_VERSION,)
 NO_PATCH_ENV = "FINETUNE_WEBUI_NO_PATCH"
 
 # Environment handed to the child UI Python (method "env").

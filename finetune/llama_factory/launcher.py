@@ -46,16 +46,18 @@ from typing import Any
 if __name__ == "__main__" and not __package__:  # run as a script: make the kit importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from finetune.env.platforms import LLAMAFACTORY_VERSION  # noqa: E402
 from finetune.env.portable import path_with_scripts  # noqa: E402
 from finetune.errors import UserError  # noqa: E402
 from finetune.layout import Layout  # noqa: E402
 from finetune.net import port_free, port_owner  # noqa: E402
+from finetune.rundir import pid_alive  # noqa: E402
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("env", "cli")
 METHOD_ALIASES = {"env": "env", "b": "env", "cli": "cli", "a": "cli", "llamafactory": "cli"}
 SUPPORTED = ((0, 9, 3), (0, 10, 0))  # [min, max) LLaMA-Factory versions the launcher accepts
-TESTED_VERSION = "0.9.5"
+TESTED_VERSION = LLAMAFACTORY_VERSION
 PORT_SCAN = 100  # how far to look for a free port
 LOG_NAME = "webui.log"
 Say = Callable[[str], None]
@@ -175,14 +177,7 @@ def _read_pid_file(layout: Layout) -> dict | None:
 
 
 def _alive(info: Mapping[str, Any]) -> bool:
-    import psutil
-
-    try:
-        proc = psutil.Process(int(info["pid"]))
-        same = abs(proc.create_time() - float(info.get("create_time", proc.create_time()))) < 2.0
-        return same and proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, KeyError, ValueError, TypeError):
-        return False
+    return pid_alive(info.get("pid"), info.get("create_time"))
 
 
 def _tree(pid: int) -> list[dict]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.layout import Layout
+from finetune.runs import artifacts_summary, short_model
 
 MERGED = "merged"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -213,31 +214,6 @@ def inside_run(layout: Layout, checkpoint: str | Sequence[str] | None, value: st
 
 
 # ---- the Runs tab's data ---------------------------------------------------------------------------
-def _short_model(path: str | None) -> str:
-    return Path(path).name if path else "-"
-
-
-def _artifacts(run) -> str:
-    art = run.artifacts or {}
-    parts = []
-    if art.get("adapter"):
-        parts.append("adapter")
-    if art.get("merged"):
-        parts.append("merged")
-    if art.get("model"):
-        parts.append("model")
-    ckpts = art.get("checkpoints") or []
-    if ckpts:
-        parts.append(f"{len(ckpts)} ckpt")
-    folder = Path(run.path)
-    try:
-        verifies = sorted(p.name for p in folder.glob("verify-*.json"))
-    except OSError:
-        verifies = []
-    parts += verifies
-    return ", ".join(parts) or "-"
-
-
 def runs_table(layout: Layout) -> list[list[Any]]:
     """One row per run in our layout (newest first): the columns of :data:`TABLE_COLUMNS`."""
     rows = []
@@ -245,8 +221,8 @@ def runs_table(layout: Layout) -> list[list[Any]]:
         steps = "-" if run.steps is None else (f"{run.steps}/{run.total_steps}" if getattr(run, "total_steps", None)
                                                else str(run.steps))
         loss = f"{run.last_loss:.4g}" if isinstance(run.last_loss, (int, float)) else "-"
-        rows.append([run.id, run.status, _short_model(run.base_model), run.template or "-", steps, loss,
-                     _artifacts(run)])
+        rows.append([run.id, run.status, short_model(run.base_model), run.template or "-", steps, loss,
+                     artifacts_summary(run.artifacts or {})])
     return rows
 
 

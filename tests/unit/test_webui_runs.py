@@ -105,7 +105,7 @@ def test_runs_table_and_loss_points(layout, tmp_path):
     row = dict(zip(runs_tab.TABLE_COLUMNS, rows[0], strict=True))
     assert row["run"] == "20260101-100000" and row["status"] == "finished" and row["base"] == "tiny-base"
     assert row["template"] == "qwen" and row["loss"] == "1.5"
-    assert "adapter" in row["artifacts"] and "merged" in row["artifacts"] and "verify-facts.json" in row["artifacts"]
+    assert "adapter" in row["artifacts"] and "merged" in row["artifacts"] and "eval\u00d71" in row["artifacts"]
     points = runs_tab.loss_points(layout, ["20260101-100000", "no-such-run"])
     assert [(p["step"], p["loss"]) for p in points] == [(1, 3.0), (2, 2.0), (3, 1.5)]
 
