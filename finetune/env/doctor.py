@@ -248,6 +248,9 @@ def check_quantization(probe: dict | None) -> list[Check]:
 
 
 def check_port(port: int) -> Check:
+    if not 1 <= port <= 65535:
+        return Check("webui port", FAIL, f"--port {port} is not a TCP port (1 to 65535)",
+                     "invoke doctor --port 7860")
     if port_free("127.0.0.1", port):
         return Check("webui port", OK, f"port {port} is free on 127.0.0.1")
     return Check("webui port", WARN, f"port {port} is taken by {port_owner(port)}; the launcher will move "

@@ -139,6 +139,8 @@ def resolve_auth(host: str, method: str, user: str | None, password: str | None,
 
 def choose_port(host: str, port: int, strict: bool = False) -> tuple[int, str]:
     """The port to use and a plain note when it is not the requested one."""
+    if not 1 <= port <= 65535:
+        raise UserError(f"{port} is not a TCP port (1 to 65535)", where="--port", fix="invoke webui --port 7860")
     if port_free(host, port):
         return port, ""
     owner = port_owner(port)

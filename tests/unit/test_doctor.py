@@ -175,3 +175,11 @@ def test_fix_messages_are_valid_in_powershell():
         assert all(step.startswith("python -m pip install") for step in platforms.install_steps(flavour))
     assert platforms.env_command("A", "C:/x", "invoke train", system="Windows") == '$env:A="C:/x"; invoke train'
     assert platforms.env_command("A", "/x", "invoke train", system="Linux") == "A=/x invoke train"
+
+
+@pytest.mark.parametrize("port", [-1, 0, 70000])
+def test_a_port_outside_the_tcp_range_is_a_failed_check_not_a_traceback(port):
+    from finetune.env.doctor import FAIL, check_port
+
+    check = check_port(port)
+    assert check.status == FAIL and "1 to 65535" in check.detail and check.fix

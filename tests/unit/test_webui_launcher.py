@@ -222,3 +222,9 @@ def test_help_lists_every_flag():
                  "--auth-user", "--auth-password-file", "--timeout", "--status", "--stop", "--dataset", "--run-id"):
         assert flag in out.stdout
     assert "--auth-password " not in out.stdout  # a password never goes on a command line
+
+
+def test_a_port_outside_the_tcp_range_is_refused_with_the_fix():
+    with pytest.raises(UserError) as err:
+        launcher.choose_port("127.0.0.1", 70000)
+    assert err.value.where == "--port" and "1 to 65535" in err.value.message and err.value.fix
