@@ -117,6 +117,9 @@ def stop_tree(pid: int, timeout: float = STOP_GRACE_S, known: Iterable[tuple[int
                 os.kill(pid, signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
             except OSError:
                 pass
+            # the grace a POSIX SIGTERM gets: time to save a checkpoint before TerminateProcess below
+            _, still = psutil.wait_procs(list(tree.values()), timeout=timeout)
+            tree = {p.pid: p for p in still}
     else:
         try:
             os.killpg(pid, signal.SIGTERM)  # the group keeps its id after the leader is gone
@@ -139,11 +142,12 @@ def stop_tree(pid: int, timeout: float = STOP_GRACE_S, known: Iterable[tuple[int
 
 def tail(path: Path, lines: int = 20) -> str:
     """The last lines of a (UTF-8) log file, or '' if there is none."""
+    from finetune.fileio import tail_lines
+
     try:
-        data = path.read_bytes()[-64_000:]
+        return "\n".join(tail_lines(path, lines, max_bytes=64_000))
     except OSError:
         return ""
-    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
 
 
 # ---- the trainer guard ---------------------------------------------------------------------------

@@ -38,6 +38,9 @@ README = ROOT / "README.md"
 
 TINY = "finetune/cache/models/tiny-qwen2"
 
+# The full-stack venv as the guide names it (noxfile.py: stack()); the runner uses its own.
+VENV_NAMES = (".nox/stack-linux-cuda", ".nox/smoke")
+
 # Placeholders a reader replaces with their own paths; the runner uses the guide's own tiny model.
 MODEL_PLACEHOLDERS = (
     "/path/to/Qwen2.5-1.5B-Instruct", "/models/Qwen2.5-1.5B-Instruct", "/path/to/full-precision-base",
@@ -121,8 +124,7 @@ def blocks(path: Path) -> list[Block]:
 # ---- the throwaway checkout ----------------------------------------------------------------------
 def make_tree(dest: Path) -> Path:
     """A copy of the working tree as git sees it (tracked + untracked, not ignored): a fresh clone
-    with the uncommitted edits. ``.nox/smoke`` points at the venv running the tests (the guide
-    activates it)."""
+    with the uncommitted edits (the venv the guide activates is substituted, see :func:`substitute`)."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            cwd=ROOT, capture_output=True, check=True).stdout.decode("utf-8").split("\0")
     for rel in filter(None, files):
@@ -131,10 +133,6 @@ def make_tree(dest: Path) -> Path:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
-    nox_dir = dest / ".nox"
-    nox_dir.mkdir(exist_ok=True)
-    (nox_dir / "smoke").symlink_to(Path(sys.prefix), target_is_directory=True)
-    (nox_dir / "stack-linux-cuda").symlink_to(Path(sys.prefix), target_is_directory=True)  # noxfile.py: stack()
     return dest
 
 
@@ -156,6 +154,8 @@ def substitute(code: str, tree: Path) -> str:
     for ph in MODEL_PLACEHOLDERS:
         code = code.replace(ph, str(tree / TINY))
     code = code.replace("/path/to/finetune-kit", str(tree))
+    for venv in VENV_NAMES:  # the venv the guide activates is the one running these tests
+        code = code.replace(venv, str(Path(sys.prefix)))
     code = re.sub(r"\bRUN_ID\b", "$(__run_id)", code)
     return code.replace("checkpoint-100", "$(__checkpoint)")
 
