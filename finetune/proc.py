@@ -217,8 +217,11 @@ def guard(parent_pid: int, cmd: Sequence[str]) -> int:
         except subprocess.TimeoutExpired:
             pass
         if not _parent_alive(parent_pid, created):
-            print(f"[finetune] the Web UI (PID {parent_pid}) is gone: stopping trainer PID {child.pid}",
-                  file=sys.stderr, flush=True)
+            try:  # stderr may be a pipe the dead UI read: a closed pipe must not stop the guard
+                print(f"[finetune] the Web UI (PID {parent_pid}) is gone: stopping trainer PID {child.pid}",
+                      file=sys.stderr, flush=True)
+            except OSError:
+                pass
             stop_tree(child.pid, timeout=STOP_GRACE_S)
             try:
                 return child.wait(timeout=5) or 1

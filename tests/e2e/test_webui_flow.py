@@ -116,11 +116,15 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                 page.keyboard.press("Escape")
                 page.get_by_role("button", name="Load model", exact=True).click()
                 wait_textbox(page, "Model loaded", timeout=180_000)
-                temps = page.get_by_label(re.compile(r"number input for Temperature"))
-                for i in range(temps.count()):  # near-greedy in the Chat tab (the Evaluate one is hidden)
-                    if temps.nth(i).is_visible():
-                        temps.nth(i).fill("0.01")
-                        temps.nth(i).press("Enter")
+                # near-greedy in the Chat tab (the Evaluate tab's Temperature is hidden); the chat box
+                # appears only after the load, so wait for its input before typing
+                temp = page.locator('input[aria-label="number input for Temperature"]:visible').first
+                temp.wait_for(timeout=30_000)
+                temp.fill("0.01")
+                temp.press("Tab")
+                page.wait_for_function(
+                    "() => [...document.querySelectorAll('input[aria-label=\"number input for Temperature\"]')]"
+                    ".some(e => e.offsetParent !== null && parseFloat(e.value) <= 0.011)", timeout=10_000)
                 page.get_by_placeholder("Input...").first.fill(question)
                 page.get_by_role("button", name="Submit").first.click()
                 page.get_by_text(reference).first.wait_for(timeout=120_000)
