@@ -124,7 +124,11 @@ def attempt(key, fn):
     try:
         out[key] = {"ok": True, "value": fn()}
     except BaseException as exc:
-        out[key] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:600]}
+        chain, e = [], exc  # the cause too: torchaudio wraps "libc10_cuda.so: cannot open" in "Could not load"
+        while e is not None and len(chain) < 3:
+            chain.append(f"{type(e).__name__}: {e}")
+            e = e.__cause__ or e.__context__
+        out[key] = {"ok": False, "error": " <- ".join(chain)[:900]}
 def _torch():
     import torch
     info = {"version": torch.__version__, "cuda": torch.cuda.is_available(), "devices": []}
@@ -173,6 +177,19 @@ def run_probe(python: str = sys.executable, timeout: float = 180) -> dict:
     return {"_probe": {"ok": False, "error": f"the probe exited {proc.returncode}: " + " | ".join(tail)}}
 
 
+# What a log shows when torch, torchvision and torchaudio are not one set (guide 1.7 / 8.9).
+TORCH_SET_MARKERS = ("torchvision::nms does not exist", "libc10_cuda.so", "libtorch_cuda.so", "_torchaudio.abi3.so")
+
+
+def torch_set_failure(lines: list[str]) -> str | None:
+    """The first error line that shows the torch / torchvision / torchaudio mismatch, if any."""
+    for line in lines:
+        s = line.strip()
+        if any(m in s for m in TORCH_SET_MARKERS) and s.split(":", 1)[0].endswith(("Error", "Exception")):
+            return s
+    return None
+
+
 def diagnose(probe: dict) -> list[Check]:
     """Turn the real import errors (docs/field-notes.md#torch-sets) into a diagnosis with the fix."""
     fix = platforms.install_command()
@@ -203,7 +220,8 @@ def diagnose(probe: dict) -> list[Check]:
         problems.append(why)
     if problems:
         checks.append(Check("torch set", FAIL, "; ".join(problems) + ". This is the torch / torchvision / "
-                            "torchaudio mismatch: install the three as one verified set", fix))
+                            "torchaudio mismatch: install the three as one verified set",
+                            platforms.reinstall_set_command()))
     else:
         checks.append(Check("torch set", OK, f"torch {tv}, torchvision {probe['torchvision']['value']}, "
                             f"torchaudio {probe['torchaudio']['value']} load together"))

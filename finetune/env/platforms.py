@@ -149,6 +149,17 @@ def install_command(flavour: str | None = None) -> str:
     return f"{first}   then: {second}   (or simply: python -m nox -s smoke, which builds an isolated venv)"
 
 
+def reinstall_set_command(flavour: str | None = None) -> str:
+    """The fix for a torch / torchvision / torchaudio mismatch: remove the three, install the verified set.
+    A plain install is not enough: ``torchvision==0.29.1`` is satisfied by a build for another torch
+    (``0.29.1+cpu``, or one made for an older torch by another index), and pip would keep it."""
+    if (flavour or detect_flavour()) == "unsupported":
+        return WHAT_WORKS
+    first, _ = install_steps(flavour)
+    return (f"python -m pip uninstall -y torch torchvision torchaudio   then: {first}   "
+            "(or simply: python -m nox -s smoke, which builds an isolated venv)")
+
+
 def env_command(var: str, value: str, command: str, system: str | None = None) -> str:
     """``VAR=value command`` in the user's shell: PowerShell syntax on Windows, POSIX elsewhere."""
     if (system or platform.system()) == "Windows":

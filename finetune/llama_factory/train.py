@@ -200,9 +200,55 @@ def execute(layout: Layout, plan: TrainPlan, progress: bool = True) -> TrainResu
         reason, lines = _error_summary(log_path)
         raise UserError(f"training of {run_id} failed (exit code {rc})" + (f": {reason}" if reason else ""),
                         where=str(log_path), details=["last lines of the log:", *lines],
-                        fix=f"read {log_path}; fix the cause, then start again with invoke train "
-                            f"(or continue from a checkpoint: invoke train --resume {run_id})")
+                        fix=failure_fix(reason, run_id, log_path, _read_spec(done, plan),
+                                        has_checkpoint=done.latest_checkpoint() is not None))
     return result
+
+
+OOM_MARKERS = ("OutOfMemoryError", "out of memory", "not enough memory", "can't allocate memory")
+DATA_MARKERS = ("DatasetGenerationError", "UnicodeDecodeError", "Cannot find valid samples", "ArrowInvalid",
+                "JSONDecodeError")
+
+
+def _read_spec(rd: RunDir, plan: TrainPlan) -> dict[str, Any]:
+    """The run's settings for the fix line: the plan's, or (resumed runs) its training_args.yaml."""
+    if plan.spec is not None:
+        return plan.spec.to_training_args()
+    try:
+        return rd.training_args() or {}
+    except Exception:  # noqa: BLE001 - only used to word a fix line
+        return {}
+
+
+def _dataset_file(data_dir: Path, name: str) -> Path:
+    """The file registered as ``name`` in the Data dir (``NAME.jsonl`` when the registry cannot say)."""
+    from finetune.data.register import read_dataset_info
+
+    try:
+        entry = read_dataset_info(data_dir / "dataset_info.json").get(name) or {}
+        return data_dir / str(entry.get("file_name") or f"{name}.jsonl")
+    except Exception:  # noqa: BLE001 - only used to word a fix line
+        return data_dir / f"{name}.jsonl"
+
+
+def failure_fix(reason: str, run_id: str, log_path: Path, args: dict[str, Any], has_checkpoint: bool) -> str:
+    """The fix line for a failed run, by what its log says (docs/guide section 8.2, 8.3)."""
+    model, template = args.get("model_name_or_path", "MODEL"), args.get("template", "TEMPLATE")
+    dataset = str(args.get("dataset", "DATASET")).split(",")[0]
+    data_file = _dataset_file(Path(args.get("dataset_dir", "dataset/llamafactory")), dataset)
+    if any(m in reason for m in OOM_MARKERS):
+        batch = int(args.get("per_device_train_batch_size") or 2)
+        cutoff = int(args.get("cutoff_len") or 2048)
+        smaller = f"--batch-size {max(1, batch // 2)} --cutoff {max(256, cutoff // 2)}"
+        return (f"the batch did not fit in memory: see how long the samples are (invoke data.stats "
+                f"{data_file} {model} --cutoff {cutoff}), then train with a smaller "
+                f"batch / cutoff: invoke train --model {model} --template {template} --dataset {dataset} {smaller}"
+                " (on an NVIDIA GPU also --quantization-bit 4)")
+    if any(m in reason for m in DATA_MARKERS):
+        return (f"LLaMA-Factory could not load the data; find the line: invoke data.check "
+                f"{data_file}, fix it, then start again with invoke train")
+    again = f"read {log_path}; fix the cause, then start again with invoke train"
+    return again + (f" (or continue from its last checkpoint: invoke train --resume {run_id})" if has_checkpoint else "")
 
 
 def report(result: TrainResult, as_json: bool = False) -> None:

@@ -10,6 +10,7 @@ number for any number, ``/path/to/x`` for any path."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -326,3 +327,62 @@ def test_every_guide_test_mark_has_a_test():
     names = {f"8.{n}" for n in re.findall(r"def test_8_(\d+)_", Path(__file__).read_text(encoding="utf-8"))}
     marked = {b.guide_test for b in blocks(GUIDE) if b.guide_test}
     assert marked <= names, f"blocks marked for tests that do not exist: {sorted(marked - names)}"
+
+
+# ---- 8.9 a torch / torchvision / torchaudio mismatch ----------------------------------------------------
+MISMATCHED_TORCH = "torch==2.13.0+cpu"  # a CPU build of another torch: the index's torchvision no longer loads
+
+
+def mismatched_venv(base: Path) -> Path:
+    """A venv that sees this stack (a .pth line) but has its own CPU ``torch`` of another version in
+    front of it: the stack's torchvision / torchaudio (CUDA builds for torch 2.14.1) now load beside a
+    CPU torch 2.13.0, the install the guide describes. Only torch itself is installed (no 7 GB copy)."""
+    import sysconfig
+
+    venv = base / "mismatched-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    stack = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (site / "finetune-stack.pth").write_text("\n".join(sorted(stack)) + "\n", encoding="utf-8")
+    # pip comes from the stack (the .pth line); it installs into this venv
+    got = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
+                          MISMATCHED_TORCH, "invoke"],
+                         capture_output=True, text=True, timeout=900)
+    if got.returncode != 0:
+        pytest.skip(f"pip cannot get {MISMATCHED_TORCH} here (a CPU build of another torch makes the mismatch): "
+                    + got.stderr.strip()[-300:])
+    return venv
+
+
+def test_8_9_torch_set_mismatch(tree, env):
+    venv = mismatched_venv(tree.parent)
+    menv = {**env, "VIRTUAL_ENV": str(venv), "PATH": os.pathsep.join([str(venv / "bin"), env["PATH"]])}
+    python = str(venv / "bin" / "python")
+    q = quoted("8.9")
+
+    ui = sh([python, "-m", "invoke", "webui", "--strict-port", "--port", "7890"], tree, menv, timeout=600)
+    assert ui.returncode != 0, both(ui)
+    assert_shows(next(x for x in q if x.startswith("error:")), both(ui))
+    log = (tree / "finetune" / "state" / "llamaboard" / "webui.log").read_text(encoding="utf-8", errors="replace")
+    assert [x for x in q if not x.startswith("error:") and x in log], log[-3000:]  # the log lines the guide names
+
+    doctor = sh([python, "-m", "invoke", "doctor", "--json"], tree, menv)
+    assert doctor.returncode != 0, both(doctor)
+    [row] = [c for c in json.loads(doctor.stdout) if c["name"] == "torch set"]
+    assert row["status"] == "fail", row
+    assert "torchvision was built for another torch than 2.13.0+cpu (operator torchvision::nms does not exist)" \
+        in row["detail"], row
+    assert "torchaudio is a CUDA build but torch 2.13.0+cpu is CPU-only (it looks for libc10_cuda.so)" in row["detail"]
+    [block] = fix_blocks("8.9")
+    pip_lines = [" ".join(x.split()) for x in block.code.splitlines() if " pip " in x]
+    assert len(pip_lines) == 2 and all(x in row["fix"] for x in pip_lines), (pip_lines, row)  # the guide = doctor
+
+    out = run_block(block, tree, menv)
+    assert out.ok, out.output
+    assert re.search(r"torch set\s+.\s*ok", out.output), out.output
+    probe = sh([python, "-c", "import torch, torchvision, torchaudio; print(torch.__version__)"], tree, menv)
+    assert probe.returncode == 0 and probe.stdout.strip().startswith("2.14.1"), both(probe)
+    started = run_commands("invoke webui --strict-port --port 7890", tree, menv)  # the same command now starts
+    assert started.ok and "is ready: http://127.0.0.1:7890/" in started.output, started.output

@@ -34,6 +34,8 @@ def test_diagnose_mismatch_names_both_causes_and_the_fix():
     assert "torchvision::nms" in torch_set.detail and "libc10_cuda" in torch_set.detail
     assert "2.13.0+cpu" in torch_set.detail
     assert "pip install" in torch_set.fix and "torchaudio==" in torch_set.fix
+    # a plain install keeps a same-numbered build made for another torch: the fix removes the three first
+    assert torch_set.fix.startswith("python -m pip uninstall -y torch torchvision torchaudio   then: ")
 
 
 def test_diagnose_healthy_reports_versions_and_cpu():
