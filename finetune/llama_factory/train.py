@@ -87,10 +87,10 @@ def _progress_loop(proc, run_dir: Path, progress: bool, start_step: int = 0) -> 
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+    columns = (TextColumn("[bold]train[/]"), BarColumn(), TextColumn("{task.completed}/{task.fields[of]} steps"),
                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("train", total=None, loss="-", completed=start_step)
+        task = bar.add_task("train", total=None, loss="-", of="?", completed=start_step)
         seen: dict[str, Any] = {}
         while True:
             done = proc.poll() is not None
@@ -98,7 +98,8 @@ def _progress_loop(proc, run_dir: Path, progress: bool, start_step: int = 0) -> 
             if last and last != seen:
                 seen = last
                 loss = last.get("loss")
-                bar.update(task, total=last.get("total_steps") or None, completed=last.get("current_steps", 0),
+                total = last.get("total_steps") or None
+                bar.update(task, total=total, of=total or "?", completed=last.get("current_steps", 0),
                            loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "-")
             if done:
                 return
@@ -201,7 +202,7 @@ def execute(layout: Layout, plan: TrainPlan, progress: bool = True) -> TrainResu
         raise UserError(f"training of {run_id} failed (exit code {rc})" + (f": {reason}" if reason else ""),
                         where=str(log_path), details=["last lines of the log:", *lines],
                         fix=failure_fix(reason, run_id, log_path, _read_spec(done, plan),
-                                        has_checkpoint=done.latest_checkpoint() is not None))
+                                        has_checkpoint=done.latest_checkpoint() is not None, returncode=rc))
     return result
 
 
@@ -231,16 +232,21 @@ def _dataset_file(data_dir: Path, name: str) -> Path:
         return data_dir / f"{name}.jsonl"
 
 
-def failure_fix(reason: str, run_id: str, log_path: Path, args: dict[str, Any], has_checkpoint: bool) -> str:
-    """The fix line for a failed run, by what its log says (docs/guide section 8.2, 8.3)."""
+def failure_fix(reason: str, run_id: str, log_path: Path, args: dict[str, Any], has_checkpoint: bool,
+                returncode: int | None = None) -> str:
+    """The fix line for a failed run, by what its log says (docs/guide section 8.2, 8.3). A trainer
+    killed by SIGKILL without an error line is, on Linux, nearly always the kernel's out-of-memory killer."""
     model, template = args.get("model_name_or_path", "MODEL"), args.get("template", "TEMPLATE")
     dataset = str(args.get("dataset", "DATASET")).split(",")[0]
     data_file = _dataset_file(Path(args.get("dataset_dir", "dataset/llamafactory")), dataset)
-    if any(m in reason for m in OOM_MARKERS):
+    killed = not reason and returncode in (-9, 137)
+    if killed or any(m in reason for m in OOM_MARKERS):
         batch = int(args.get("per_device_train_batch_size") or 2)
         cutoff = int(args.get("cutoff_len") or 2048)
         smaller = f"--batch-size {max(1, batch // 2)} --cutoff {max(256, cutoff // 2)}"
-        return (f"the batch did not fit in memory: see how long the samples are (invoke data.stats "
+        why = ("the trainer was killed (SIGKILL), on Linux usually by the kernel's out-of-memory killer (dmesg says)"
+               if killed else "the batch did not fit in memory")
+        return (f"{why}: see how long the samples are (invoke data.stats "
                 f"{data_file} {model} --cutoff {cutoff}), then train with a smaller "
                 f"batch / cutoff: invoke train --model {model} --template {template} --dataset {dataset} {smaller}"
                 " (on an NVIDIA GPU also --quantization-bit 4)")

@@ -167,6 +167,57 @@ def test_8_1_port_taken(tree, env):
     assert invoke("webui --status", tree, env).returncode == 1
 
 
+# ---- 8.2 out of memory ------------------------------------------------------------------------------
+VM_PEAK = "import re, llamafactory.train.tuner; print(re.search(r'VmPeak:\\s+(\\d+)', open('/proc/self/status').read())[1])"
+FEW_THREADS = {"OMP_NUM_THREADS": "2", "MALLOC_ARENA_MAX": "2"}  # the address space then does not grow with cores
+
+
+def long_conversations(n: int, words: int = 1500) -> str:
+    """Long chat logs (about 7,000 tokens each for the tiny tokenizer, cut to the cutoff)."""
+    import random
+
+    rng = random.Random(8)
+    vocab = "the customer asked about an order a refund and the shipping time so the agent checked".split()
+    return "".join(json.dumps({"messages": [{"role": "user", "content": " ".join(rng.choice(vocab) for _ in range(words))},
+                                            {"role": "assistant", "content": "noted " * 40}]}) + "\n" for _ in range(n))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="caps the trainer's memory with ulimit -v and reads "
+                    "/proc/self/status (Linux); the GPU variant (CUDA out of memory) needs an NVIDIA GPU")
+def test_8_2_out_of_memory(tree, env):
+    """No GPU here, so the same failure in main memory: the trainer runs under an address-space cap of what
+    importing the training stack takes plus 1 GiB (ulimit -v, a test line, not the guide's); ``chats`` gets
+    64 long conversations, as real chat logs have. Batch 64 x cutoff 2048 needs about 2.3 GiB more and fails
+    in its first step with the allocator's error; the guide's fix (batch 1, cutoff 1024) trains under the
+    same cap. Measured here: +0.15 GiB for batch 1, +2.3 GiB for batch 64."""
+    menv = {**env, **FEW_THREADS}
+    base = sh([sys.executable, "-c", VM_PEAK], tree, menv)
+    assert base.returncode == 0, both(base)
+    cap = int(base.stdout.split()[-1]) + 2**20  # kB
+    data = tree / "dataset" / "llamafactory" / "chats.jsonl"
+    before = data.read_bytes()
+    outputs = tree / "finetune" / "outputs" / "llamafactory"
+    try:
+        data.write_bytes(before + long_conversations(64).encode("utf-8"))
+        q = [x for x in quoted("8.2") if "CUDA" not in x]
+        runs_before = {p.name for p in outputs.iterdir()} if outputs.is_dir() else set()
+        big = run_commands(f"ulimit -v {cap}\ninvoke train --model {TINY} --template qwen --dataset chats "
+                           "--batch-size 64 --cutoff 2048", tree, menv, timeout=900)
+        assert not big.ok, big.output
+        for line in q:  # the allocator's line, invoke train's error and its fix
+            assert_shows(line, big.output)
+        [failed] = [p.name for p in outputs.iterdir() if p.name not in runs_before]
+        listed = {r["id"]: r for r in json.loads(invoke("runs --json", tree, env).stdout)["runs"]}
+        assert listed[failed]["status"] == "failed", listed[failed]
+
+        [fix] = fix_blocks("8.2")
+        out = run_block(Block(fix.file, fix.lineno, f"ulimit -v {cap}\n{fix.code}"), tree, menv, timeout=900)
+        assert out.ok, out.output
+        assert "suggested cutoff" in out.output and re.search(r"run \S+ finished", out.output), out.output
+    finally:
+        data.write_bytes(before)
+
+
 # ---- 8.3 a broken JSONL line -----------------------------------------------------------------------
 def test_8_3_broken_jsonl_line(tree, env):
     data = tree / "dataset" / "llamafactory" / "chats.jsonl"

@@ -59,3 +59,9 @@ def test_smallest_batch_stays_at_one():
     fix = failure_fix("torch.OutOfMemoryError: x", "r", Path("l"), {**ARGS, "per_device_train_batch_size": 1,
                                                                      "cutoff_len": 256}, has_checkpoint=False)
     assert "--batch-size 1 --cutoff 256" in fix
+
+
+def test_a_silent_sigkill_is_treated_as_out_of_memory():
+    fix = failure_fix("", "r", Path("l"), ARGS, has_checkpoint=True, returncode=-9)
+    assert fix.startswith("the trainer was killed (SIGKILL)") and "--batch-size 4 --cutoff 2048" in fix
+    assert "--resume" in failure_fix("", "r", Path("l"), ARGS, has_checkpoint=True, returncode=1)
