@@ -123,7 +123,8 @@ class Demo:
     def convert(self) -> str:
         from finetune.data.convert import convert_file
 
-        res = convert_file(self.layout.root / RAW_FACTS, self.layout, fmt="alpaca", name=DEMO_DATASET)
+        # the demo's own derived file: a changed raw sample replaces it (invoke demo has no --force to pass)
+        res = convert_file(self.layout.root / RAW_FACTS, self.layout, fmt="alpaca", name=DEMO_DATASET, force=True)
         self.data_file = Path(res.out_path)
         if res.rejected:
             raise UserError(f"{res.rejected} raw records could not be converted", where=str(res.rejects_path),

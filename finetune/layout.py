@@ -40,8 +40,8 @@ DEFAULTS = {
     "models_dir": Path("finetune", "cache", "models"),
 }
 
-RUN_ID_RE = re.compile(r"^\d{8}-\d{6}(-[A-Za-z0-9._-]+)?$")
-_SLUG_RE = re.compile(r"[^A-Za-z0-9._-]+")
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}(-[\w.-]+)?$")
+_SLUG_RE = re.compile(r"[^\w.-]+")  # Unicode letters and digits stay: a run named 客服-v1 keeps its name
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -54,8 +54,11 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def slugify(text: str, max_len: int = 40) -> str:
-    """A name safe in a file name on every OS: letters, digits, ``.``, ``_``, ``-``."""
-    slug = _SLUG_RE.sub("-", text).strip("-._")
+    """A name safe in a file name on every OS: letters and digits of any script (NFC, as macOS and
+    Windows store them), ``.``, ``_``, ``-``."""
+    import unicodedata
+
+    slug = _SLUG_RE.sub("-", unicodedata.normalize("NFC", text)).strip("-._")
     return slug[:max_len] or "run"
 
 

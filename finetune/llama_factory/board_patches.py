@@ -45,7 +45,7 @@ from finetune.llama_factory import board, runs_tab
 
 MARK = "**finetune**"
 _START_RE = re.compile(rf"^{re.escape(MARK)}: run `[^`]+` in `([^`]+)`")
-_OLD_SET_RE = re.compile(r"^(\d{8}-\d{6}(?:-[A-Za-z0-9._-]+)?)(?:-throughput)?\.yaml$")
+_OLD_SET_RE = re.compile(r"^(\d{8}-\d{6}(?:-[\w.-]+)?)(?:-throughput)?\.yaml$")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,16 @@ def test_new_run_never_reuses_a_folder(tmp_path):
 def test_slugify():
     assert slugify("a b:c*?") == "a-b-c"
     assert slugify("////") == "run"
+    assert slugify("客服 对话/v1") == "客服-对话-v1"  # the team's own run names survive
+    assert slugify("cafe\u0301") == "caf\u00e9"  # one spelling on every file system (NFC)
+
+
+def test_run_ids_in_any_script_are_recognised():
+    from finetune.layout import RUN_ID_RE
+
+    rid = new_run_id("客服 v1", datetime(2026, 1, 2, 3, 4, 5))
+    assert rid == "20260102-030405-客服-v1" and RUN_ID_RE.match(rid)
+    assert not RUN_ID_RE.match("20260102-030405-a/b")
 
 
 def test_find_root_walks_up(tmp_path):
