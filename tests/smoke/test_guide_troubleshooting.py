@@ -374,6 +374,90 @@ def test_8_8_wrong_template(tree, env):
     assert "invoke infer RUN_ID --prompt" in section("8.8")  # the fix the guide gives is this command
 
 
+# ---- 8.10 the short cases -----------------------------------------------------------------------------
+def test_8_10_interrupted_run_resumes(tree, env):
+    """Ctrl-C during training (SIGINT to the foreground process group, as a terminal sends it): the run is
+    ``interrupted``; the guide's ``invoke train --resume RUN_ID`` finishes it from its checkpoint."""
+    import signal
+    import time
+
+    outputs = tree / "finetune" / "outputs" / "llamafactory"
+    before = {p.name for p in outputs.iterdir()} if outputs.is_dir() else set()
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "train", "--model", TINY, "--template", "qwen",
+                             "--dataset", "chats", "--epochs", "30", "--batch-size", "1", "--save-steps", "2",
+                             "--run-name", "ctrl-c"], cwd=tree, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(outputs.glob("*-ctrl-c/checkpoint-*/trainer_state.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    [run] = [p.name for p in outputs.iterdir() if p.name not in before]
+    assert proc.returncode == 130 and f"invoke train --resume {run}" in out, out
+    listed = {r["id"]: r for r in json.loads(invoke("runs --json", tree, env).stdout)["runs"]}
+    assert listed[run]["status"] == "interrupted", listed[run]
+
+    hint = inline("8.10", "--resume")
+    assert "`invoke runs` 显示 `interrupted`" in section("8.10") and hint == "invoke train --resume RUN_ID"
+    resumed = invoke(hint.removeprefix("invoke ").replace("RUN_ID", run), tree, env, timeout=900)
+    assert resumed.returncode == 0 and f"run {run} finished" in resumed.stdout, both(resumed)
+
+
+def test_8_10_base_model_moved(tree, env):
+    """A run trained on another machine (here: its base folder moved away): infer says what is missing and
+    names --base; the guide's ``invoke infer RUN_ID --base /new/path/to/base`` answers."""
+    import shutil
+
+    old, new = tree.parent / "base-on-the-other-machine", tree.parent / "base-here"
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(tree / TINY, old)
+    trained = invoke(f"train --model {old} --template qwen --dataset chats --epochs 1 --run-name moved --json",
+                     tree, env, timeout=900)
+    assert trained.returncode == 0, both(trained)
+    run = json.loads(trained.stdout)["run_id"]
+    old.rename(new)
+
+    lost = invoke(f"infer {run} --prompt hi --max-new-tokens 4", tree, env)
+    assert lost.returncode != 0 and str(old) in both(lost) and "--base" in both(lost), both(lost)
+    assert "Traceback" not in both(lost)
+    hint = inline("8.10", "--base")
+    cmd = hint.replace("RUN_ID", run).replace("/new/path/to/base", str(new)).removeprefix("invoke ")
+    found = invoke(cmd + " --max-new-tokens 4", tree, env)
+    assert found.returncode == 0, both(found)
+
+
+def test_8_10_slow_webui_start(tree, env):
+    """A first start slower than the wait (here: a 1 s wait): the launcher stops what it started and
+    names the log and the guide's ``invoke webui --timeout 600``, which then starts it."""
+    slow = invoke("webui --timeout 1", tree, env)
+    assert slow.returncode != 0, both(slow)
+    hint = inline("8.10", "--timeout")
+    assert hint in both(slow) and "webui.log" in both(slow), both(slow)
+    assert invoke("webui --status", tree, env).returncode == 1  # nothing left running
+    started = run_commands(hint, tree, env)
+    assert started.ok and "is ready: http://127.0.0.1:" in started.output, started.output
+
+
+def test_8_10_fewer_samples_than_lines(tree, env):
+    """A conversation LLaMA-Factory drops (it ends on a user turn): the guide's ``invoke data.check FILE``
+    names its line and says that LLaMA-Factory drops it."""
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    bad = {"messages": [*good["messages"], {"role": "user", "content": "and?"}]}
+    f = tree / "dataset" / "llamafactory" / "short.jsonl"
+    f.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+    hint = inline("8.10", "data.check")
+    checked = invoke(hint.removeprefix("invoke ").replace("FILE", str(f)), tree, env)
+    assert checked.returncode == 1, both(checked)
+    assert f"{f}:2: error ends-on-user" in " ".join(both(checked).split()), both(checked)
+    assert "LLaMA-Factory drops it" in both(checked) and "drops 1" in both(checked)
+
+
 def test_every_guide_test_mark_has_a_test():
     names = {f"8.{n}" for n in re.findall(r"def test_8_(\d+)_", Path(__file__).read_text(encoding="utf-8"))}
     marked = {b.guide_test for b in blocks(GUIDE) if b.guide_test}
