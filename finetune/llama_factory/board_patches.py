@@ -274,6 +274,7 @@ def _patch_new_run_per_start(ctx: BoardContext) -> None:
         elem = self.manager.get_elem_by_id("train.output_dir")
         plan = runs_tab.plan_output_dir(ctx.layout, data.get(elem))
         data[elem] = plan.output_dir
+        self.finetune_planned_dir = plan.output_dir  # the Output dir box takes it on the next log update
         msg = f"{MARK}: run `{plan.run_id}` in `{plan.output_dir}`" + (f": {plan.note}" if plan.note else "")
         ctx.log(msg.replace("**", "").replace("`", ""))
         yield {self.manager.get_elem_by_id("train.output_box"): msg}
@@ -287,8 +288,13 @@ def _patch_new_run_per_start(ctx: BoardContext) -> None:
         elems = orig_tab(engine)
 
         def follow(text):
-            m = _START_RE.match(text or "")
-            return gr.update(value=m.group(1)) if m else gr.update()
+            # Start's outputs are only the log box, bar and loss plot: the box's change carries the new
+            # run's folder to Output dir. The trainer's log lines can replace our line before the browser
+            # sends its change, so the folder comes from the runner, once per Start, not from the text.
+            planned = engine.runner.__dict__.pop("finetune_planned_dir", None)
+            if planned is None and (m := _START_RE.match(text or "")):
+                planned = m.group(1)
+            return gr.update(value=planned) if planned else gr.update()
 
         elems["output_box"].change(follow, [elems["output_box"]], [elems["output_dir"]], queue=False,
                                    show_progress="hidden")

@@ -172,6 +172,7 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                     run2 = others[0] if others else None
                     time.sleep(0.5)
                 assert run2 is not None and run2.name != run1.name
+                wait_value(page, "Output dir", str(run2))  # the box follows the new run (it did not always)
                 trainers: list = []
                 deadline = time.monotonic() + 120
                 while not trainers and time.monotonic() < deadline:
