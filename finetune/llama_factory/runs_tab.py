@@ -240,6 +240,7 @@ def loss_points(layout: Layout, run_ids: Sequence[str]) -> list[dict[str, Any]]:
             lines = tail_lines(path, MAX_LOSS_POINTS)
         except OSError:
             continue
+        before = len(points)
         for line in lines:
             try:
                 item = json.loads(line)
@@ -247,6 +248,12 @@ def loss_points(layout: Layout, run_ids: Sequence[str]) -> list[dict[str, Any]]:
                 continue
             if isinstance(item, dict) and isinstance(item.get("loss"), (int, float)) and item.get("current_steps"):
                 points.append({"step": int(item["current_steps"]), "loss": float(item["loss"]), "run": str(run_id)})
+        if len(points) == before:  # fewer steps than logging_steps: the run's mean loss at its last step
+            from finetune.rundir import RunDir
+
+            steps, _total, losses = RunDir(paths[str(run_id)], str(run_id)).progress()
+            if steps and losses:
+                points.append({"step": int(steps), "loss": float(losses[-1]), "run": str(run_id)})
     return points
 
 

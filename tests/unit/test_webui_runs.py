@@ -117,3 +117,14 @@ def test_verify_markdown_shows_both_scores():
               "examples": [{"prompt": "Where?", "reference": "Rome.", "base": "Paris.", "tuned": "Rome."}]}
     text = runs_tab.verify_markdown(report)
     assert "| exact match | 0% | 100% |" in text and "| Where? | Rome. | Paris. | Rome. |" in text
+
+
+def test_a_run_shorter_than_logging_steps_still_has_a_point(layout, tmp_path):
+    """LLaMA-Factory logs no loss line when a run has fewer steps than logging_steps, only its summary:
+    the curve shows the run's mean loss (train_results.json) at its last step instead of nothing."""
+    base = tmp_path / "base"
+    base.mkdir()
+    run = _run(layout, "20260101-100000", base, losses=(2.5,))
+    (run / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 3, "total_steps": 3, "train_runtime": 1.0})
+                                           + "\n", encoding="utf-8")
+    assert runs_tab.loss_points(layout, ["20260101-100000"]) == [{"step": 3, "loss": 2.5, "run": "20260101-100000"}]
