@@ -241,18 +241,22 @@ def failure_fix(reason: str, run_id: str, log_path: Path, args: dict[str, Any], 
     data_file = _dataset_file(Path(args.get("dataset_dir", "dataset/llamafactory")), dataset)
     killed = not reason and returncode in (-9, 137)
     if killed or any(m in reason for m in OOM_MARKERS):
+        from finetune.data.names import command
+
         batch = int(args.get("per_device_train_batch_size") or 2)
         cutoff = int(args.get("cutoff_len") or 2048)
-        smaller = f"--batch-size {max(1, batch // 2)} --cutoff {max(256, cutoff // 2)}"
+        stats = command(["invoke", "data.stats", data_file, model, "--cutoff", cutoff])
+        smaller = command(["invoke", "train", "--model", model, "--template", template, "--dataset", dataset,
+                           "--batch-size", max(1, batch // 2), "--cutoff", cutoff // 2 if cutoff > 256 else cutoff])
         why = ("the trainer was killed (SIGKILL), on Linux usually by the kernel's out-of-memory killer (dmesg says)"
                if killed else "the batch did not fit in memory")
-        return (f"{why}: see how long the samples are (invoke data.stats "
-                f"{data_file} {model} --cutoff {cutoff}), then train with a smaller "
-                f"batch / cutoff: invoke train --model {model} --template {template} --dataset {dataset} {smaller}"
-                " (on an NVIDIA GPU also --quantization-bit 4)")
+        return (f"{why}: see how long the samples are ({stats}), then train with a smaller batch / cutoff: "
+                f"{smaller} (on an NVIDIA GPU also --quantization-bit 4)")
     if any(m in reason for m in DATA_MARKERS):
-        return (f"LLaMA-Factory could not load the data; find the line: invoke data.check "
-                f"{data_file}, fix it, then start again with invoke train")
+        from finetune.data.names import command
+
+        return (f"LLaMA-Factory could not load the data; find the line: {command(['invoke', 'data.check', data_file])}"
+                ", fix it, then start again with invoke train")
     again = f"read {log_path}; fix the cause, then start again with invoke train"
     return again + (f" (or continue from its last checkpoint: invoke train --resume {run_id})" if has_checkpoint else "")
 

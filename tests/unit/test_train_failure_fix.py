@@ -65,3 +65,10 @@ def test_a_silent_sigkill_is_treated_as_out_of_memory():
     fix = failure_fix("", "r", Path("l"), ARGS, has_checkpoint=True, returncode=-9)
     assert fix.startswith("the trainer was killed (SIGKILL)") and "--batch-size 4 --cutoff 2048" in fix
     assert "--resume" in failure_fix("", "r", Path("l"), ARGS, has_checkpoint=True, returncode=1)
+
+
+def test_paths_with_spaces_are_quoted_and_a_small_cutoff_is_kept(tmp_path):
+    args = {**ARGS, "model_name_or_path": "/my models/tiny", "cutoff_len": 128, "per_device_train_batch_size": 1}
+    fix = failure_fix("torch.OutOfMemoryError: x", "r", Path("l"), args, has_checkpoint=False)
+    [train] = _invocations(fix, "train ")
+    assert train[:2] == ["--model", "/my models/tiny"] and train[-4:] == ["--batch-size", "1", "--cutoff", "128"]
