@@ -32,7 +32,7 @@ from finetune.runs import artifacts_summary, short_model
 MERGED = "merged"
 CHECKPOINT_PREFIX = "checkpoint-"
 REFRESH_S = 5.0
-TABLE_COLUMNS = ["run", "status", "base", "template", "steps", "loss", "artifacts"]
+TABLE_COLUMNS = ["run", "status", "base", "template", "steps", "loss", "artifacts", "note"]
 MAX_LOSS_POINTS = 5000
 
 
@@ -222,8 +222,25 @@ def runs_table(layout: Layout) -> list[list[Any]]:
                                                else str(run.steps))
         loss = f"{run.last_loss:.4g}" if isinstance(run.last_loss, (int, float)) else "-"
         rows.append([run.id, run.status, short_model(run.base_model), run.template or "-", steps, loss,
-                     artifacts_summary(run.artifacts or {})])
+                     artifacts_summary(run.artifacts or {}), run_note(run)])
     return rows
+
+
+def run_note(run) -> str:
+    """Why a failed run failed (its log's last error line) and what to change in the Train tab;
+    otherwise what could not be read in its folder."""
+    if run.status == "failed":
+        from finetune.llama_factory.train import DATA_MARKERS, OOM_MARKERS
+        from finetune.rundir import RunDir
+
+        error = RunDir(Path(run.path), str(run.id)).error_in_logs() or ""
+        if any(m in error for m in OOM_MARKERS):
+            return f"out of memory: lower Batch size and/or Cutoff length, then Start ({error[:100]})"
+        if any(m in error for m in DATA_MARKERS):
+            return f"the data did not load: invoke data.check on the dataset's file ({error[:100]})"
+        if error:
+            return error[:160]
+    return "; ".join(getattr(run, "problems", None) or [])[:160]
 
 
 def loss_points(layout: Layout, run_ids: Sequence[str]) -> list[dict[str, Any]]:

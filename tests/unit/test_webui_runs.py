@@ -128,3 +128,18 @@ def test_a_run_shorter_than_logging_steps_still_has_a_point(layout, tmp_path):
     (run / "trainer_log.jsonl").write_text(json.dumps({"current_steps": 3, "total_steps": 3, "train_runtime": 1.0})
                                            + "\n", encoding="utf-8")
     assert runs_tab.loss_points(layout, ["20260101-100000"]) == [{"step": 3, "loss": 2.5, "run": "20260101-100000"}]
+
+
+def test_a_failed_run_says_why_in_the_note(layout, tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    run = _run(layout, "20260101-100000", base, finished=False, adapter=False, losses=())
+    log = tmp_path / "train.log"
+    log.write_text("Traceback (most recent call last):\n  ...\nRuntimeError: [enforce fail at alloc_cpu.cpp:127] "
+                   "err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes.\n",
+                   encoding="utf-8")
+    (run / "finetune_run.json").write_text(json.dumps({"status": "failed", "pid": 0, "log": str(log)}),
+                                           encoding="utf-8")
+    [row] = runs_tab.runs_table(layout)
+    note = dict(zip(runs_tab.TABLE_COLUMNS, row, strict=True))["note"]
+    assert note.startswith("out of memory: lower Batch size and/or Cutoff length") and "alloc_cpu" in note
