@@ -209,6 +209,10 @@ def test_8_2_out_of_memory(tree, env):
         [failed] = [p.name for p in outputs.iterdir() if p.name not in runs_before]
         listed = {r["id"]: r for r in json.loads(invoke("runs --json", tree, env).stdout)["runs"]}
         assert listed[failed]["status"] == "failed", listed[failed]
+        note = sh([sys.executable, "-c", "import json; from finetune.layout import Layout; from finetune.llama_factory "
+                   "import runs_tab; print(json.dumps(runs_tab.runs_table(Layout.from_env())))"], tree, env)
+        [row] = [r for r in json.loads(note.stdout) if r[0] == failed]  # the Web UI's Runs tab says it too
+        assert row[-1].startswith("out of memory: lower Batch size and/or Cutoff length"), row
 
         [fix] = fix_blocks("8.2")
         out = run_block(Block(fix.file, fix.lineno, f"ulimit -v {cap}\n{fix.code}"), tree, menv, timeout=900)
