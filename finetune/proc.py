@@ -151,9 +151,34 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 # ---- the trainer guard ---------------------------------------------------------------------------
-def guarded_command(cmd: Sequence[str], parent_pid: int | None = None) -> list[str]:
-    """``cmd`` run under :func:`guard`: stopped when ``parent_pid`` (default: this process) dies."""
-    return [sys.executable, "-m", "finetune.proc", "guard", str(parent_pid or os.getpid()), "--", *cmd]
+def guarded_command(cmd: Sequence[str], parent_pid: int | None = None, stderr_copy: Path | None = None) -> list[str]:
+    """``cmd`` run under :func:`guard`: stopped when ``parent_pid`` (default: this process) dies; with
+    ``stderr_copy`` its stderr is also appended to that file."""
+    copy = ["--stderr-copy", str(stderr_copy)] if stderr_copy is not None else []
+    return [sys.executable, "-m", "finetune.proc", "guard", str(parent_pid or os.getpid()), *copy, "--", *cmd]
+
+
+def _pump(src: int, copy_path: Path) -> None:
+    """Copy the child's stderr to ours (while anyone reads it) and to ``copy_path`` (always), chunk by
+    chunk, until the child closes it. A closed or broken stderr of ours never stops the draining."""
+    ours = getattr(sys.stderr, "buffer", None)
+    copy_path.parent.mkdir(parents=True, exist_ok=True)
+    with copy_path.open("ab") as copy:
+        while True:
+            try:
+                chunk = os.read(src, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            copy.write(chunk)
+            copy.flush()
+            if ours is not None:
+                try:
+                    ours.write(chunk)
+                    ours.flush()
+                except (OSError, ValueError):
+                    ours = None  # the reader (the Web UI) is gone: keep the file copy only
 
 
 def _parent_alive(pid: int, created: float | None) -> bool:
@@ -170,9 +195,11 @@ def _parent_alive(pid: int, created: float | None) -> bool:
         return False
 
 
-def guard(parent_pid: int, cmd: Sequence[str]) -> int:
+def guard(parent_pid: int, cmd: Sequence[str], stderr_copy: Path | None = None) -> int:
     """Run ``cmd`` (same stdin/stdout/stderr); forward SIGTERM / SIGINT / SIGHUP / SIGABRT / CTRL_BREAK
-    to it; stop it (and its children) when ``parent_pid`` dies. Returns its exit code."""
+    to it; stop it (and its children) when ``parent_pid`` dies. Returns its exit code. With
+    ``stderr_copy`` the child's stderr also goes to that file (LlamaBoard keeps a trainer's traceback
+    only in memory: the file lets ``invoke runs`` and the Runs tab say why a run failed)."""
     import psutil
 
     try:
@@ -206,13 +233,23 @@ def guard(parent_pid: int, cmd: Sequence[str]) -> int:
                 pass
     if pending:
         return 128 + pending[0]
+    pump = None
+    if stderr_copy is not None:
+        import threading
+
+        kwargs["stderr"] = subprocess.PIPE
     child = subprocess.Popen(list(cmd), **kwargs)
     started.append(child)
+    if stderr_copy is not None:
+        pump = threading.Thread(target=_pump, args=(child.stderr.fileno(), Path(stderr_copy)), daemon=True)
+        pump.start()
     if pending:
         forward(pending[0], None)
     while True:
         try:
             rc = child.wait(timeout=GUARD_POLL_S)
+            if pump is not None:
+                pump.join(timeout=10)  # the last lines (the traceback) reach both copies
             return rc if rc >= 0 else 128 - rc
         except subprocess.TimeoutExpired:
             pass
@@ -232,8 +269,13 @@ def guard(parent_pid: int, cmd: Sequence[str]) -> int:
 def _main(argv: Sequence[str]) -> int:
     if len(argv) >= 3 and argv[0] == "guard" and "--" in argv:
         sep = list(argv).index("--")
-        return guard(int(argv[1]), list(argv[sep + 1:]))
-    print("usage: python -m finetune.proc guard PARENT_PID -- COMMAND ...", file=sys.stderr)
+        opts = list(argv[2:sep])
+        copy = Path(opts[1]) if len(opts) == 2 and opts[0] == "--stderr-copy" else None
+        if opts and copy is None:
+            print(f"unknown guard options: {opts}", file=sys.stderr)
+            return 2
+        return guard(int(argv[1]), list(argv[sep + 1:]), stderr_copy=copy)
+    print("usage: python -m finetune.proc guard PARENT_PID [--stderr-copy FILE] -- COMMAND ...", file=sys.stderr)
     return 2
 
 

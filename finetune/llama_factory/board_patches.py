@@ -35,7 +35,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,17 +424,46 @@ def _patch_config_paths(ctx: BoardContext) -> None:
     train_mod.list_config_paths = list_config_paths
 
 
-def guarded_popen(cmd, *args, **kwargs):
-    """``subprocess.Popen`` for LlamaBoard's trainers, under :func:`finetune.proc.guard`."""
-    from finetune.proc import guarded_command
+def trainer_log_for(layout: Layout, cmd: Sequence[str]) -> Path | None:
+    """``<logs>/<run_id>/train.log`` for ``llamafactory-cli train <outputs>/<run_id>/training_args.yaml``
+    (a training run of ours; evaluations and runs elsewhere get none)."""
+    from finetune.rundir import TRAIN_LOG, TRAINING_ARGS
 
-    return subprocess.Popen(guarded_command(list(cmd)), *args, **kwargs)
+    args = next((Path(str(a)) for a in cmd if str(a).endswith(TRAINING_ARGS)), None)
+    if args is None:
+        return None
+    try:
+        if args.resolve().parent.parent != layout.outputs_dir.resolve():
+            return None
+    except OSError:
+        return None
+    return layout.log_dir(args.parent.name) / TRAIN_LOG
+
+
+def guarded_popen_for(ctx: BoardContext) -> Callable[..., subprocess.Popen]:
+    """``subprocess.Popen`` for LlamaBoard's trainers, under :func:`finetune.proc.guard`; a training
+    run's stderr (the traceback LlamaBoard keeps only in memory) is also written to its train.log,
+    recorded in the run's finetune_run.json as for ``invoke train``."""
+
+    def guarded_popen(cmd, *args, **kwargs):
+        from finetune.proc import guarded_command
+        from finetune.rundir import RunDir
+
+        log = trainer_log_for(ctx.layout, list(cmd))
+        if log is not None:
+            try:
+                RunDir(ctx.layout.run_dir(log.parent.name), log.parent.name).update_state(log=str(log))
+            except Exception as err:  # noqa: BLE001 - a record must never stop a Start
+                ctx.log(f"could not record the trainer log of {log.parent.name}: {err}")
+        return subprocess.Popen(guarded_command(list(cmd), stderr_copy=log), *args, **kwargs)
+
+    return guarded_popen
 
 
 def _patch_trainer_guard(ctx: BoardContext) -> None:
     from llamafactory.webui import runner
 
-    runner.Popen = guarded_popen
+    runner.Popen = guarded_popen_for(ctx)
 
 
 def _patch_runs_tab(ctx: BoardContext) -> None:

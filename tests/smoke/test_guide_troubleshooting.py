@@ -182,6 +182,41 @@ def long_conversations(n: int, words: int = 1500) -> str:
                                             {"role": "assistant", "content": "noted " * 40}]}) + "\n" for _ in range(n))
 
 
+WEBUI_STYLE = r"""
+import json, resource, subprocess, sys
+from pathlib import Path
+import yaml
+from finetune.layout import Layout
+from finetune.llama_factory import runs_tab
+from finetune.llama_factory.board_patches import BoardContext, guarded_popen_for
+from finetune.rundir import RunDir
+
+layout, src, cap = Layout.from_env(), Path(sys.argv[1]), int(sys.argv[2])
+run = layout.run_dir(layout.new_run("webui"))
+run.mkdir(parents=True)
+args = yaml.safe_load((src / "training_args.yaml").read_text(encoding="utf-8"))
+args["output_dir"] = str(run)
+(run / "training_args.yaml").write_text(yaml.safe_dump(args), encoding="utf-8")
+limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (cap * 1024, cap * 1024))
+# LlamaBoard's own call (llamafactory/webui/runner.py), through the patch the launcher installs
+popen = guarded_popen_for(BoardContext(layout, None))
+env = {**__import__("os").environ, "LLAMABOARD_ENABLED": "1", "LLAMABOARD_WORKDIR": str(run)}  # as the runner sets
+proc = popen(["llamafactory-cli", "train", str(run / "training_args.yaml")], env=env, stderr=subprocess.PIPE,
+             text=True, preexec_fn=limit)
+err = proc.communicate()[1]
+[row] = [r for r in runs_tab.runs_table(layout) if r[0] == run.name]
+print(json.dumps({"rc": proc.returncode, "stderr": err[-2000:], "status": RunDir(run).status(), "note": row[-1]}))
+"""
+
+
+def webui_style_run(tree: Path, env: dict[str, str], like: Path, cap_kb: int) -> dict:
+    """Start a trainer the way the patched LlamaBoard does (its Popen call, stderr read by the UI, our
+    guard in between) with ``like``'s arguments under the memory cap; what the UI and the Runs tab see."""
+    proc = sh([sys.executable, "-c", WEBUI_STYLE, str(like), str(cap_kb)], tree, env)
+    assert proc.returncode == 0, both(proc)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="caps the trainer's memory with ulimit -v and reads "
                     "/proc/self/status (Linux); the GPU variant (CUDA out of memory) needs an NVIDIA GPU")
 def test_8_2_out_of_memory(tree, env):
@@ -213,6 +248,10 @@ def test_8_2_out_of_memory(tree, env):
                    "import runs_tab; print(json.dumps(runs_tab.runs_table(Layout.from_env())))"], tree, env)
         [row] = [r for r in json.loads(note.stdout) if r[0] == failed]  # the Web UI's Runs tab says it too
         assert row[-1].startswith("out of memory: lower Batch size and/or Cutoff length"), row
+
+        web = webui_style_run(tree, menv, outputs / failed, cap)  # the same failure started from the Web UI
+        assert web["status"] == "failed" and web["note"].startswith("out of memory: lower Batch size"), web
+        assert "can't allocate memory" in web["stderr"]  # what LlamaBoard shows in its output box
 
         [fix] = fix_blocks("8.2")
         out = run_block(Block(fix.file, fix.lineno, f"ulimit -v {cap}\n{fix.code}"), tree, menv, timeout=900)

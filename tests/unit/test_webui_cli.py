@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import socket
+import os
 import subprocess
 import sys
 import time
@@ -154,3 +155,51 @@ def test_guard_forwards_a_stop_and_returns_the_exit_code(tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 7
+
+
+def test_guard_copies_the_trainers_stderr_to_its_reader_and_a_file(tmp_path):
+    """As LlamaBoard starts trainers (stderr=PIPE, read at the end): the reader still gets the traceback,
+    and the file keeps it for `invoke runs` and the Runs tab."""
+    from finetune.proc import guarded_command
+
+    copy = tmp_path / "logs" / "run" / "train.log"
+    code = "import sys; print('step 1', file=sys.stderr); raise RuntimeError('DefaultCPUAllocator: can\\'t allocate memory')"
+    proc = subprocess.Popen(guarded_command([sys.executable, "-c", code], stderr_copy=copy), cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "step 1" in err and "RuntimeError: DefaultCPUAllocator: can't allocate memory" in err
+    assert copy.read_text(encoding="utf-8") == err
+
+
+def test_guard_keeps_copying_when_its_reader_is_gone(tmp_path):
+    """The UI died and its end of the pipe is closed: the trainer is not blocked or killed by a broken
+    pipe, and its last words still reach the file."""
+    from finetune.proc import guarded_command
+
+    copy = tmp_path / "train.log"
+    code = ("import sys, time\n"
+            "for i in range(2000): print('x' * 200, file=sys.stderr)\n"  # more than a pipe buffer
+            "raise SystemExit('the end')\n")
+    r, w = os.pipe()
+    os.close(r)  # nobody reads
+    proc = subprocess.Popen(guarded_command([sys.executable, "-c", code], stderr_copy=copy), cwd=ROOT, stderr=w)
+    os.close(w)
+    assert proc.wait(timeout=60) == 1
+    text = copy.read_text(encoding="utf-8")
+    assert text.count("x" * 200) == 2000 and text.rstrip().endswith("the end")
+
+
+def test_only_our_training_runs_get_a_trainer_log(tmp_path):
+    from finetune.layout import Layout
+    from finetune.llama_factory.board_patches import trainer_log_for
+
+    layout = Layout.from_env(root=tmp_path, env={})
+    run = layout.run_dir("20260101-000000")
+    run.mkdir(parents=True)
+    assert trainer_log_for(layout, ["llamafactory-cli", "train", str(run / "training_args.yaml")]) == \
+        layout.logs_dir / "20260101-000000" / "train.log"
+    (run / "eval_1").mkdir()
+    assert trainer_log_for(layout, ["llamafactory-cli", "train", str(run / "eval_1" / "training_args.yaml")]) is None
+    assert trainer_log_for(layout, ["llamafactory-cli", "train", str(tmp_path / "saves" / "training_args.yaml")]) is None
+    assert trainer_log_for(layout, ["llamafactory-cli", "webui"]) is None
