@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import inspect
 import json
-import socket
 import os
+import socket
 import subprocess
 import sys
 import time
