@@ -78,6 +78,19 @@ RECENT_S = 120.0  # where processes cannot be listed: a log this fresh means a l
 LOG_WINDOW = 20  # trainer-log entries read from the end (last step; last / min loss over these)
 _ERROR_HINTS = ("Traceback (most recent call last)", "Error:", "error:", "Killed", "CUDA out of memory")
 _ERROR_TAIL_BYTES = 20_000
+# What a failed trainer's error line says about the cause (docs/guide 8.2, 8.3; invoke train and the Runs tab)
+OOM_MARKERS = ("OutOfMemoryError", "out of memory", "not enough memory", "can't allocate memory")
+DATA_MARKERS = ("DatasetGenerationError", "UnicodeDecodeError", "Cannot find valid samples", "ArrowInvalid",
+                "JSONDecodeError")
+
+
+def failure_kind(error: str) -> str | None:
+    """``"oom"`` (the batch did not fit), ``"data"`` (the dataset did not load) or None, from an error line."""
+    if any(m in error for m in OOM_MARKERS):
+        return "oom"
+    if any(m in error for m in DATA_MARKERS):
+        return "data"
+    return None
 
 
 def weights_in(folder: Path, names: tuple[str, ...]) -> bool:

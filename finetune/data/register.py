@@ -62,6 +62,17 @@ def read_dataset_info(path: Path) -> dict:
     return validate_dataset_info(fileio.read_json(path, default={}), path)
 
 
+def registered_file(data_dir: Path, name: str) -> Path | None:
+    """The file registered as ``name`` in ``data_dir``'s dataset_info.json (None when unregistered or
+    the registry cannot be read)."""
+    try:  # lenient: another broken entry does not hide this one
+        info = fileio.read_json(data_dir / "dataset_info.json", default={})
+    except (UserError, OSError):
+        return None
+    entry = info.get(name) if isinstance(info, dict) else None
+    return data_dir / str(entry["file_name"]) if isinstance(entry, dict) and entry.get("file_name") else None
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)

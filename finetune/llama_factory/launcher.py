@@ -76,16 +76,16 @@ def _parse_version(text: str) -> tuple[int, ...]:
     return tuple(parts + [0] * (3 - len(parts)))
 
 
-def _startup_failure(rc: int, log_path: Path, last: list[str]) -> UserError:
+def _startup_failure(rc: int, log_path: Path) -> UserError:
     """The Web UI died before it was ready: say why when its log shows a known cause (guide 8.9)."""
     from finetune import fileio
     from finetune.env import doctor, platforms
 
     try:
-        lines = fileio.tail_lines(log_path, 400, max_bytes=256_000)
+        lines = fileio.tail_lines(log_path, 400, max_bytes=256_000)  # one read: the cause and the last lines
     except OSError:
         lines = []
-    details = ["last lines of its log:", *last]
+    details = ["last lines of its log:", *lines[-25:]]
     if cause := doctor.torch_set_failure(lines):
         return UserError(f"the Web UI exited with code {rc} before it was ready: torch, torchvision and torchaudio "
                          f"do not load together ({cause})", where=str(log_path), details=details,
@@ -386,7 +386,7 @@ def _wait_ready(proc, url: str, log_path: Path, timeout: float, spinner: bool) -
             while True:
                 rc = proc.poll()
                 if rc is not None:
-                    raise _startup_failure(rc, log_path, tail(log_path, 25).splitlines())
+                    raise _startup_failure(rc, log_path)
                 try:
                     if client.get(url).status_code == 200:
                         return

@@ -230,13 +230,13 @@ def run_note(run) -> str:
     """Why a failed run failed (its log's last error line) and what to change in the Train tab;
     otherwise what could not be read in its folder."""
     if run.status == "failed":
-        from finetune.llama_factory.train import DATA_MARKERS, OOM_MARKERS
-        from finetune.rundir import RunDir
+        from finetune.rundir import RunDir, failure_kind
 
         error = RunDir(Path(run.path), str(run.id)).error_in_logs() or ""
-        if any(m in error for m in OOM_MARKERS):
+        kind = failure_kind(error)
+        if kind == "oom":
             return f"out of memory: lower Batch size and/or Cutoff length, then Start ({error[:100]})"
-        if any(m in error for m in DATA_MARKERS):
+        if kind == "data":
             return f"the data did not load: invoke data.check on the dataset's file ({error[:100]})"
         if error:
             return error[:160]
@@ -285,17 +285,13 @@ def held_out_files(layout: Layout) -> list[str]:
 def dataset_file(layout: Layout, run_id: str) -> str | None:
     """The data file of the run's first training dataset, when it is registered here."""
     info = next((r for r in our_runs(layout) if r.id == run_id), None)
+    from finetune.data.register import registered_file
+
     names = [n.strip() for n in str(getattr(info, "dataset", "") or "").split(",") if n.strip()]
-    try:
-        registry = json.loads(layout.dataset_info.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
     for name in names:
-        entry = registry.get(name) if isinstance(registry, dict) else None
-        if isinstance(entry, dict) and entry.get("file_name"):
-            path = layout.data_dir / str(entry["file_name"])
-            if path.is_file():
-                return str(path)
+        path = registered_file(layout.data_dir, name)
+        if path is not None and path.is_file():
+            return str(path)
     return None
 
 

@@ -34,7 +34,7 @@ from finetune.layout import Layout
 from finetune.llama_factory.args import TrainSpec, dump_yaml
 from finetune.llama_factory.distributed import write_deepspeed_config
 from finetune.llama_factory.plan import TrainFlags, TrainPlan, plan_resume, plan_spec, plan_training
-from finetune.rundir import BOARD_CONFIG, TRAINING_ARGS, RunDir, process_create_time
+from finetune.rundir import BOARD_CONFIG, TRAINING_ARGS, RunDir, failure_kind, process_create_time
 
 
 @dataclass
@@ -201,48 +201,30 @@ def execute(layout: Layout, plan: TrainPlan, progress: bool = True) -> TrainResu
         reason, lines = _error_summary(log_path)
         raise UserError(f"training of {run_id} failed (exit code {rc})" + (f": {reason}" if reason else ""),
                         where=str(log_path), details=["last lines of the log:", *lines],
-                        fix=failure_fix(reason, run_id, log_path, _read_spec(done, plan),
+                        fix=failure_fix(reason, run_id, log_path, done.training_args(),
                                         has_checkpoint=done.latest_checkpoint() is not None, returncode=rc))
     return result
 
 
-OOM_MARKERS = ("OutOfMemoryError", "out of memory", "not enough memory", "can't allocate memory")
-DATA_MARKERS = ("DatasetGenerationError", "UnicodeDecodeError", "Cannot find valid samples", "ArrowInvalid",
-                "JSONDecodeError")
-
-
-def _read_spec(rd: RunDir, plan: TrainPlan) -> dict[str, Any]:
-    """The run's settings for the fix line: the plan's, or (resumed runs) its training_args.yaml."""
-    if plan.spec is not None:
-        return plan.spec.to_training_args()
-    try:
-        return rd.training_args() or {}
-    except Exception:  # noqa: BLE001 - only used to word a fix line
-        return {}
-
-
 def _dataset_file(data_dir: Path, name: str) -> Path:
     """The file registered as ``name`` in the Data dir (``NAME.jsonl`` when the registry cannot say)."""
-    from finetune.data.register import read_dataset_info
+    from finetune.data.register import registered_file
 
-    try:
-        entry = read_dataset_info(data_dir / "dataset_info.json").get(name) or {}
-        return data_dir / str(entry.get("file_name") or f"{name}.jsonl")
-    except Exception:  # noqa: BLE001 - only used to word a fix line
-        return data_dir / f"{name}.jsonl"
+    return registered_file(data_dir, name) or data_dir / f"{name}.jsonl"
 
 
 def failure_fix(reason: str, run_id: str, log_path: Path, args: dict[str, Any], has_checkpoint: bool,
                 returncode: int | None = None) -> str:
     """The fix line for a failed run, by what its log says (docs/guide section 8.2, 8.3). A trainer
     killed by SIGKILL without an error line is, on Linux, nearly always the kernel's out-of-memory killer."""
+    from finetune.data.names import command
+
     model, template = args.get("model_name_or_path", "MODEL"), args.get("template", "TEMPLATE")
     dataset = str(args.get("dataset", "DATASET")).split(",")[0]
     data_file = _dataset_file(Path(args.get("dataset_dir", "dataset/llamafactory")), dataset)
     killed = not reason and returncode in (-9, 137)
-    if killed or any(m in reason for m in OOM_MARKERS):
-        from finetune.data.names import command
-
+    kind = "oom" if killed else failure_kind(reason)
+    if kind == "oom":
         batch = int(args.get("per_device_train_batch_size") or 2)
         cutoff = int(args.get("cutoff_len") or 2048)
         stats = command(["invoke", "data.stats", data_file, model, "--cutoff", cutoff])
@@ -252,9 +234,7 @@ def failure_fix(reason: str, run_id: str, log_path: Path, args: dict[str, Any], 
                if killed else "the batch did not fit in memory")
         return (f"{why}: see how long the samples are ({stats}), then train with a smaller batch / cutoff: "
                 f"{smaller} (on an NVIDIA GPU also --quantization-bit 4)")
-    if any(m in reason for m in DATA_MARKERS):
-        from finetune.data.names import command
-
+    if kind == "data":
         return (f"LLaMA-Factory could not load the data; find the line: {command(['invoke', 'data.check', data_file])}"
                 ", fix it, then start again with invoke train")
     again = f"read {log_path}; fix the cause, then start again with invoke train"
