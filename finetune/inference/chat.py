@@ -11,8 +11,10 @@ Heavy imports (torch, llamafactory) happen inside functions only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,13 +92,47 @@ class Chat:
         return self.reply(messages, system=system, **gen)["text"]
 
     def stream(self, messages: list[dict[str, str]], system: str | None = None, **gen: Any) -> Iterator[str]:
-        yield from self.model.stream_chat(_lf_messages(messages), system=system, **_gen_kwargs(gen))
+        """Answer pieces as they come. However the caller stops (end, ``break``, Ctrl-C), generation
+        has ended when this returns: LLaMA-Factory runs ``generate`` in a daemon thread, and one
+        still inside torch when Python exits aborts the process ("terminate called without an
+        active exception", exit 134)."""
+        stop, threads = threading.Event(), []
+        model = self.torch_model
+        model.generate = _stoppable(model.generate, stop, threads)  # the instance's own, this stream only
+        try:
+            yield from self.model.stream_chat(_lf_messages(messages), system=system, **_gen_kwargs(gen))
+        finally:
+            stop.set()
+            del model.generate
+            for thread in threads:
+                thread.join()
 
     def close(self) -> None:
         try:
             self.model._loop.call_soon_threadsafe(self.model._loop.stop)
         except Exception:  # noqa: BLE001
             pass
+
+
+def _stoppable(generate, stop: threading.Event, threads: list[threading.Thread]):
+    """``generate`` with one more stopping criterion, ``stop`` set (checked after every token); the
+    threads it runs in are added to ``threads``."""
+    import functools
+
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    @functools.wraps(generate)
+    def run(*args, **kwargs):
+        threads.append(threading.current_thread())
+        kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), _Stop()])
+        return generate(*args, **kwargs)
+
+    return run
 
 
 def _lf_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -250,18 +286,21 @@ def infer(layout: Layout, ref: str, prompt: str | None = None, prompts_file: str
 
 
 def _stream_print(messages, chat: Chat, system, gen) -> dict[str, Any]:
+    """Print the answer as it comes; Ctrl-C stops generation and propagates."""
     parts = []
-    for piece in chat.stream(messages, system=system, **gen):
-        parts.append(piece)
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    with contextlib.closing(chat.stream(messages, system=system, **gen)) as pieces:
+        for piece in pieces:
+            parts.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     sys.stdout.write("\n")
     return {"text": "".join(parts)}
 
 
 def interactive(chat: Chat, system: str | None = None, gen: dict[str, Any] | None = None, console=None,
                 input_fn=input) -> None:
-    """Streamed chat on the terminal; ``clear`` forgets the history, ``exit`` (or Ctrl-D) quits."""
+    """Streamed chat on the terminal; ``clear`` forgets the history, Ctrl-C stops an answer,
+    ``exit`` (or Ctrl-D) quits."""
     from rich.console import Console
 
     console = console or Console()
@@ -284,5 +323,10 @@ def interactive(chat: Chat, system: str | None = None, gen: dict[str, Any] | Non
             continue
         history.append({"role": "user", "content": query})
         sys.stdout.write("Assistant: ")
-        res = _stream_print(history, chat, system, gen or {})
+        try:
+            res = _stream_print(history, chat, system, gen or {})
+        except KeyboardInterrupt:  # stops this answer only
+            history.pop()
+            console.print("\n(answer stopped; exit or Ctrl-D quits)")
+            continue
         history.append({"role": "assistant", "content": res["text"]})

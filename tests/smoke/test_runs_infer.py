@@ -160,3 +160,59 @@ def test_verify_reports_before_and_after(run):
     assert report["tuned"]["loss"] < report["base"]["loss"]  # training lowered the loss on its own task
     assert Path(report["saved"]).is_file()
     assert len(report["examples"]) == 5 and report["examples"][0]["reference"].startswith("The capital")
+
+
+def _generating():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.endswith("(generate)") and t.is_alive()]
+
+
+def test_stream_ends_generation_however_the_reader_stops(run, chat):
+    """LLaMA-Factory generates in a daemon thread; one still in torch at exit aborts Python (exit 134)."""
+    full = "".join(chat.stream([{"role": "user", "content": PROMPTS[0]}], max_new_tokens=24))
+    assert full and not _generating()
+    pieces = chat.stream([{"role": "user", "content": PROMPTS[1]}], max_new_tokens=512, temperature=0.7)
+    next(pieces)
+    pieces.close()  # what a `break` or Ctrl-C does
+    assert not _generating() and "generate" not in vars(chat.torch_model)
+    assert "".join(chat.stream([{"role": "user", "content": PROMPTS[0]}], max_new_tokens=24)) == full
+
+    script = ("import sys; from finetune.inference.chat import load; from finetune.inference.resolve import resolve;"
+              "from finetune.layout import Layout;"
+              f"c = load(resolve(Layout.from_env(), {run.run_id!r}));"
+              "s = c.stream([{'role': 'user', 'content': 'hi'}], max_new_tokens=512, temperature=0.7);"
+              "print(next(s) is not None); s.close()")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=_env(),
+                         timeout=300)
+    assert out.returncode == 0 and "terminate called" not in out.stderr, (out.returncode, out.stderr[-2000:])
+
+
+def test_ctrl_c_in_the_terminal_chat_stops_the_answer_not_the_chat(chat, monkeypatch):
+    """Ctrl-C lands while an answer is printed: that answer stops (its thread too), the chat goes on."""
+    from rich.console import Console
+
+    from finetune.inference.chat import interactive
+
+    class Terminal:
+        def __init__(self):
+            self.text, self.answers = [], 0
+
+        def write(self, s):
+            if self.text and self.text[-1] == "Assistant: " and not self.answers:
+                self.answers += 1
+                raise KeyboardInterrupt  # at the first piece of the first answer
+            self.text.append(s)
+
+        def flush(self):
+            pass
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stdout", term)
+    queries = iter([PROMPTS[1], PROMPTS[0], "exit"])
+    interactive(chat, gen={"max_new_tokens": 24}, console=Console(file=term, width=80),
+                input_fn=lambda _prompt: next(queries))
+    out = "".join(term.text)
+    assert "answer stopped" in out and not _generating()
+    want = "".join(chat.stream([{"role": "user", "content": PROMPTS[0]}], max_new_tokens=24))
+    assert out.rstrip().endswith(want.strip()), out[-500:]
