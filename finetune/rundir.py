@@ -25,7 +25,7 @@ API (for train, runs, inference, demo, the launcher and the board)::
     rd.log_tail(n)                        # the last n trainer_log.jsonl entries (dicts)
     rd.checkpoints()                      # [Checkpoint(step, path, complete)], oldest first
     rd.latest_checkpoint()                # newest *complete* checkpoint folder, or None
-    rd.adapter() / rd.merged() / rd.evaluations()
+    rd.adapter() / rd.merged() / rd.evaluations() / rd.predictions()
     rd.status()                           # one of STATUSES
     rd.info()                             # RunInfo: all of it as one row; never raises
     rd.problems                           # what could not be read, one line each
@@ -68,6 +68,7 @@ MERGED_DIR = "merged"  # `invoke merge` default output, inside the run folder
 MERGE_RECORD = "finetune_merge.json"  # in a merged model: base, adapter, template, check
 CHECKPOINT_PREFIX = "checkpoint-"
 EVAL_PREFIX = "verify-"  # `invoke verify` reports: verify-<data name>.json
+PREDICT_RESULTS = "all_results.json"  # in <run>/<name>/: the Web UI's Evaluate & Predict output
 TRAIN_LOG = "train.log"  # the trainer child's output, in <logs>/<run_id>/
 RUN_MARKERS = (TRAINING_ARGS, BOARD_CONFIG, TRAINER_LOG, ADAPTER_CONFIG, TRAINER_STATE, TRAIN_RESULTS, RUN_STATE,
                RUNNING_LOG)
@@ -488,6 +489,19 @@ class RunDir:
         return sorted(self.path / n for n in self.entries()
                       if n.startswith(EVAL_PREFIX) and n.endswith(".json") and self.has_file(n))
 
+    def predictions(self) -> list[Path]:
+        """Evaluate & Predict outputs kept in the run folder (``<run>/<name>/all_results.json``)."""
+        found = []
+        for name, entry in self.entries().items():
+            if name.startswith(CHECKPOINT_PREFIX) or name == MERGED_DIR:
+                continue
+            try:
+                if entry.is_dir() and (self.path / name / PREDICT_RESULTS).is_file():
+                    found.append(self.path / name)
+            except OSError:
+                continue
+        return sorted(found)
+
     def artifacts(self) -> dict[str, Any]:
         ft = self.recorded().finetuning_type
         if self.has_file(ADAPTER_CONFIG) and not self.adapter():
@@ -500,6 +514,7 @@ class RunDir:
             "loss_plot": str(self.path / LOSS_PLOT) if self.has_file(LOSS_PLOT) else None,
             "model": str(self.path) if self.has_file(MODEL_CONFIG) and ft in ("full", "freeze") else None,
             "evaluations": [str(p) for p in self.evaluations()],
+            "predictions": [str(p) for p in self.predictions()],
         }
 
     def log_files(self) -> list[Path]:

@@ -135,7 +135,7 @@ def nearest_runs(layout: Layout, ref: str = "", n: int = 5) -> list[str]:
 # ---- output ---------------------------------------------------------------------------------------
 def as_json(runs: Sequence[RunInfo]) -> str:
     """Strict JSON: ``{"runs": [{id, path, status, base_model, template, steps, total_steps, last_loss,
-    artifacts: {adapter, merged, checkpoints, evaluations, ...}, problems, problem, ...}]}``."""
+    artifacts: {adapter, merged, checkpoints, evaluations, predictions, ...}, problems, problem, ...}]}``."""
     return fileio.dumps_json({"runs": [r.as_dict() for r in runs]})
 
 
@@ -150,7 +150,7 @@ def short_model(name: str | None) -> str:
 
 
 def artifacts_summary(art: dict) -> str:
-    """The artifacts of a row in a few words: adapter, model, merged, ckpt×N, eval×N."""
+    """The artifacts of a row in a few words: adapter, model, merged, ckpt×N, eval×N, pred×N."""
     bits = []
     if art.get("adapter"):
         bits.append("adapter")
@@ -162,6 +162,8 @@ def artifacts_summary(art: dict) -> str:
         bits.append(f"ckpt\u00d7{len(art['checkpoints'])}")
     if art.get("evaluations"):
         bits.append(f"eval\u00d7{len(art['evaluations'])}")
+    if art.get("predictions"):
+        bits.append(f"pred\u00d7{len(art['predictions'])}")
     return " ".join(bits) or "-"
 
 

@@ -95,6 +95,20 @@ def check_pins() -> list[Check]:
     return out
 
 
+METRICS_DISTS = ("jieba", "nltk", "rouge-chinese")  # LLaMA-Factory's `metrics` extra
+
+
+def check_metrics() -> Check:
+    """Evaluate & Predict with "Save predictions" (predict_with_generate) needs LLaMA-Factory's metrics extra."""
+    missing = [d for d in METRICS_DISTS if _version(d) is None]
+    if _version("llamafactory") is None or not missing:
+        return Check("metrics", OK, "jieba, nltk, rouge-chinese: Evaluate & Predict can score predictions"
+                     if not missing else "not needed without llamafactory")
+    return Check("metrics", WARN, f"{', '.join(missing)} not installed: the Web UI's Evaluate & Predict stops "
+                 "with PackageNotFoundError when 'Save predictions' is on",
+                 "python -m pip install " + " ".join(METRICS_DISTS))
+
+
 def check_torch_metadata() -> Check:
     vers = {d: _version(d) for d in ("torch", "torchvision", "torchaudio")}
     if platforms.detect_flavour() == "unsupported":
@@ -339,6 +353,7 @@ def run_doctor(layout: Layout, fast: bool = False, port: int = DEFAULT_PORT,
         probe_result = probe()
         checks += diagnose(probe_result)
     checks += check_pins()
+    checks.append(check_metrics())
     checks += check_quantization(probe_result)
     checks += [check_port(port), check_disk(layout), check_writable(layout), check_long_paths()]
     return checks

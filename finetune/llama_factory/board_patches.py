@@ -19,9 +19,11 @@ new_run_per_start  every Start trains in a new run id (an interrupted run is con
 workers            ``preprocessing_num_workers`` follows the machine's cores (train and evaluate)
 checkpoints        Checkpoint path lists our runs of the selected model (newest first, + checkpoint-N)
 export_dir         Export dir defaults to ``<run>/merged``; a bare name goes inside the run folder
-eval_dir           Evaluate & Predict's bare output dir goes inside the chosen run folder
+eval_dir           Evaluate & Predict's bare output dir (LlamaBoard's ``eval_<time>``) goes inside the
+                   chosen run folder
 config_paths       Config path hides argument sets of earlier launches that never trained
-trainer_guard      trainers run under ``python -m finetune.proc guard``: stopped when the UI dies
+trainer_guard      trainers run under ``python -m finetune.proc guard``: stopped when the UI dies; their
+                   stderr is kept in ``<logs>/<run_id>/train.log`` (``<name>.eval.log`` for an evaluation)
 runs_tab           a Runs tab after Export: table, loss curves, Verify
 =================  ======================================================================================
 """
@@ -395,10 +397,11 @@ def _patch_eval_dir(ctx: BoardContext) -> None:
 
     def run_eval(self, data):
         elem = self.manager.get_elem_by_id("eval.output_dir")
-        inside = runs_tab.inside_run(ctx.layout, data.get(self.manager.get_elem_by_id("top.checkpoint_path")),
-                                     data.get(elem))
+        checkpoint = data.get(self.manager.get_elem_by_id("top.checkpoint_path"))
+        inside = runs_tab.inside_run(ctx.layout, checkpoint, data.get(elem))
         if inside and not getattr(self, "running", False):
             data[elem] = inside
+            yield {self.manager.get_elem_by_id("eval.output_box"): f"{MARK}: results go to `{inside}`"}
         yield from orig(self, data)
 
     Runner.run_eval = run_eval
@@ -425,32 +428,37 @@ def _patch_config_paths(ctx: BoardContext) -> None:
 
 
 def trainer_log_for(layout: Layout, cmd: Sequence[str]) -> Path | None:
-    """``<logs>/<run_id>/train.log`` for ``llamafactory-cli train <outputs>/<run_id>/training_args.yaml``
-    (a training run of ours; evaluations and runs elsewhere get none)."""
+    """Where a LlamaBoard trainer's stderr is copied: ``<logs>/<run_id>/train.log`` for a training run
+    of ours (``llamafactory-cli train <outputs>/<run_id>/training_args.yaml``),
+    ``<logs>/<run_id>/<name>.eval.log`` for an Evaluate & Predict inside one (``<run>/<name>/``);
+    None for anything else."""
     from finetune.rundir import TRAIN_LOG, TRAINING_ARGS
 
     args = next((Path(str(a)) for a in cmd if str(a).endswith(TRAINING_ARGS)), None)
     if args is None:
         return None
     try:
-        if args.resolve().parent.parent != layout.outputs_dir.resolve():
-            return None
+        folder, outputs = args.resolve().parent, layout.outputs_dir.resolve()
     except OSError:
         return None
-    return layout.log_dir(args.parent.name) / TRAIN_LOG
+    if folder.parent == outputs:
+        return layout.log_dir(folder.name) / TRAIN_LOG
+    if folder.parent.parent == outputs:
+        return layout.log_dir(folder.parent.name) / f"{folder.name}.eval.log"
+    return None
 
 
 def guarded_popen_for(ctx: BoardContext) -> Callable[..., subprocess.Popen]:
-    """``subprocess.Popen`` for LlamaBoard's trainers, under :func:`finetune.proc.guard`; a training
-    run's stderr (the traceback LlamaBoard keeps only in memory) is also written to its train.log,
-    recorded in the run's finetune_run.json as for ``invoke train``."""
+    """``subprocess.Popen`` for LlamaBoard's trainers, under :func:`finetune.proc.guard`; their stderr
+    (the traceback LlamaBoard keeps only in memory) is also written to :func:`trainer_log_for`'s file,
+    a training run's recorded in its finetune_run.json as for ``invoke train``."""
 
     def guarded_popen(cmd, *args, **kwargs):
         from finetune.proc import guarded_command
-        from finetune.rundir import RunDir
+        from finetune.rundir import TRAIN_LOG, RunDir
 
         log = trainer_log_for(ctx.layout, list(cmd))
-        if log is not None:
+        if log is not None and log.name == TRAIN_LOG:
             try:
                 RunDir(ctx.layout.run_dir(log.parent.name), log.parent.name).update_state(log=str(log))
             except Exception as err:  # noqa: BLE001 - a record must never stop a Start

@@ -46,6 +46,11 @@ def field(page, label: str):
     return box.first if box.count() else page.get_by_label(name).first
 
 
+def visible(locator):
+    """The first of ``locator``'s matches on the open tab (every tab keeps its fields in the page)."""
+    return locator.locator("visible=true").first
+
+
 def wait_value(page, label: str, expected: str, timeout: float = 30.0) -> None:
     box = field(page, label)
     deadline = time.monotonic() + timeout

@@ -2,8 +2,8 @@
 
 Fresh layout with the demo's tiny base and data -> open the page -> Start as it is -> "Finished." ->
 Chat: the run from the Checkpoint dropdown, Load model, one of the demo's questions gets its
-reference answer -> Export with the default directory -> the merged model is in the run folder ->
-the Runs tab shows the run finished with its merged model -> Verify shows base vs fine-tuned scores
+reference answer -> Evaluate & Predict writes <run>/eval_<time> -> Export with the default directory -> the merged model is in the run folder ->
+the Runs tab shows the run finished with its merged model and prediction -> Verify shows base vs fine-tuned scores
 -> a second Start makes a second run id and leaves the first untouched -> the UI process is killed
 while that trainer runs: the trainer stops too (issue 14 item 6).
 
@@ -32,6 +32,7 @@ from browser_support import (  # noqa: E402
     field,
     playwright,
     save_failure,
+    visible,
     wait_textbox,
     wait_value,
 )
@@ -130,6 +131,29 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                 page.get_by_text(reference).first.wait_for(timeout=120_000)
                 page.get_by_role("button", name="Unload model", exact=True).click()
 
+                # Evaluate & Predict on the same run, Output dir as LlamaBoard fills it (eval_<time>): the
+                # results land inside the run, the trainer's stderr in the run's log folder.
+                page.get_by_role("tab", name="Evaluate & Predict").click()
+                visible(page.get_by_label(re.compile(r"^Dataset\b"))).click()
+                page.get_by_role("option", name="demo_facts").first.click()
+                page.keyboard.press("Escape")
+                name = visible(page.get_by_role("textbox", name=re.compile(r"^Output dir\b"))).input_value()
+                assert name.startswith("eval_"), name
+                page.get_by_role("button", name="Start", exact=True).click()
+                visible(page.get_by_text(re.compile(r"^(Finished\.|Failed)"))).wait_for(timeout=600_000)
+                evaluated = run1 / name
+                for _ in range(40):
+                    if (evaluated / "all_results.json").is_file():
+                        break
+                    time.sleep(0.5)
+                eval_log = layout.log_dir(run1.name) / f"{name}.eval.log"
+                assert (evaluated / "all_results.json").is_file(), eval_log.read_text(encoding="utf-8")[-3000:]
+                results = json.loads((evaluated / "all_results.json").read_text(encoding="utf-8"))
+                assert "predict_bleu-4" in results and (evaluated / "generated_predictions.jsonl").is_file()
+                assert eval_log.is_file() and eval_log.stat().st_size > 0, eval_log
+                print(f"evaluate: {evaluated}: " + ", ".join(f"{k} {v}" for k, v in sorted(results.items())
+                                                             if k.startswith("predict_")))
+
                 # Export with the default directory: <run>/merged.
                 page.get_by_role("tab", name="Export").click()
                 wait_value(page, "Export dir", str(run1 / "merged"))
@@ -143,7 +167,7 @@ def test_whole_flow_in_the_browser(tmp_path, request):
                 row = page.locator("tr", has_text=run1.name).first
                 row.wait_for(timeout=30_000)
                 row_text = row.inner_text()
-                assert "finished" in row_text and "merged" in row_text, row_text
+                assert "finished" in row_text and "merged" in row_text and "pred\u00d71" in row_text, row_text
                 field(page, "Run to verify").click()
                 page.get_by_role("option", name=run1.name, exact=True).first.click()
                 page.keyboard.press("Escape")

@@ -185,3 +185,16 @@ def test_a_port_outside_the_tcp_range_is_a_failed_check_not_a_traceback(port):
 
     check = check_port(port)
     assert check.status == FAIL and "1 to 65535" in check.detail and check.fix
+
+
+def test_missing_metrics_packages_are_named_with_their_install(monkeypatch):
+    """LLaMA-Factory's Evaluate & Predict (Save predictions) stops without its metrics extra."""
+    have = {"llamafactory": "0.9.5", "nltk": "3.9"}
+    monkeypatch.setattr(doctor, "_version", have.get)
+    check = doctor.check_metrics()
+    assert check.status == doctor.WARN and "jieba, rouge-chinese not installed" in check.detail
+    assert check.fix == "python -m pip install jieba nltk rouge-chinese"
+    have.update(jieba="0.42.1", **{"rouge-chinese": "1.0.3"})
+    assert doctor.check_metrics().status == doctor.OK
+    have.clear()  # no training stack: nothing to say
+    assert doctor.check_metrics().status == doctor.OK

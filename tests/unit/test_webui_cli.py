@@ -190,7 +190,7 @@ def test_guard_keeps_copying_when_its_reader_is_gone(tmp_path):
     assert text.count("x" * 200) == 2000 and text.rstrip().endswith("the end")
 
 
-def test_only_our_training_runs_get_a_trainer_log(tmp_path):
+def test_only_our_runs_and_their_evaluations_get_a_trainer_log(tmp_path):
     from finetune.layout import Layout
     from finetune.llama_factory.board_patches import trainer_log_for
 
@@ -200,6 +200,10 @@ def test_only_our_training_runs_get_a_trainer_log(tmp_path):
     assert trainer_log_for(layout, ["llamafactory-cli", "train", str(run / "training_args.yaml")]) == \
         layout.logs_dir / "20260101-000000" / "train.log"
     (run / "eval_1").mkdir()
-    assert trainer_log_for(layout, ["llamafactory-cli", "train", str(run / "eval_1" / "training_args.yaml")]) is None
+    assert trainer_log_for(layout, ["llamafactory-cli", "train", str(run / "eval_1" / "training_args.yaml")]) == \
+        layout.logs_dir / "20260101-000000" / "eval_1.eval.log"
+    (run / "eval_1" / "deeper").mkdir()
+    assert trainer_log_for(layout, ["llamafactory-cli", "train",
+                                    str(run / "eval_1" / "deeper" / "training_args.yaml")]) is None
     assert trainer_log_for(layout, ["llamafactory-cli", "train", str(tmp_path / "saves" / "training_args.yaml")]) is None
     assert trainer_log_for(layout, ["llamafactory-cli", "webui"]) is None

@@ -100,12 +100,19 @@ def test_runs_table_and_loss_points(layout, tmp_path):
     (run / "merged").mkdir()
     (run / "merged" / "config.json").write_text("{}", encoding="utf-8")
     (run / "verify-facts.json").write_text("{}", encoding="utf-8")
+    for name in ("eval_a", "eval_b", "notes"):  # Evaluate & Predict outputs; a folder of the user's
+        (run / name).mkdir()
+    for name in ("eval_a", "eval_b"):
+        (run / name / "all_results.json").write_text("{}", encoding="utf-8")
     rows = runs_tab.runs_table(layout)
     assert len(rows) == 1 and len(rows[0]) == len(runs_tab.TABLE_COLUMNS)
     row = dict(zip(runs_tab.TABLE_COLUMNS, rows[0], strict=True))
     assert row["run"] == "20260101-100000" and row["status"] == "finished" and row["base"] == "tiny-base"
     assert row["template"] == "qwen" and row["loss"] == "1.5"
-    assert "adapter" in row["artifacts"] and "merged" in row["artifacts"] and "eval\u00d71" in row["artifacts"]
+    assert row["artifacts"] == "adapter merged eval\u00d71 pred\u00d72", row["artifacts"]
+    from finetune.rundir import RunDir
+
+    assert [p.name for p in RunDir.of(layout, run.name).predictions()] == ["eval_a", "eval_b"]
     points = runs_tab.loss_points(layout, ["20260101-100000", "no-such-run"])
     assert [(p["step"], p["loss"]) for p in points] == [(1, 3.0), (2, 2.0), (3, 1.5)]
 
