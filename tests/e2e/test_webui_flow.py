@@ -2,10 +2,11 @@
 
 Fresh layout with the demo's tiny base and data -> open the page -> Start as it is -> "Finished." ->
 Chat: the run from the Checkpoint dropdown, Load model, one of the demo's questions gets its
-reference answer -> Evaluate & Predict writes <run>/eval_<time> -> Export with the default directory -> the merged model is in the run folder ->
-the Runs tab shows the run finished with its merged model and prediction -> Verify shows base vs fine-tuned scores
--> a second Start makes a second run id and leaves the first untouched -> the UI process is killed
-while that trainer runs: the trainer stops too (issue 14 item 6).
+reference answer -> Evaluate & Predict writes <run>/eval_<time> (BLEU / ROUGE) -> Export with the
+default directory -> the merged model is in the run folder -> the Runs tab shows the run finished
+with its merged model and prediction -> Verify shows base vs fine-tuned scores -> a second Start
+makes a second run id and leaves the first untouched -> the UI process is killed while that
+trainer runs: the trainer stops too (issue 14 item 6).
 
 Debian's Chromium driven by playwright (never `playwright install`); skipped with a reason when
 either is missing, except under CI=true.
