@@ -233,14 +233,14 @@ def guard(parent_pid: int, cmd: Sequence[str], stderr_copy: Path | None = None) 
                 pass
     if pending:
         return 128 + pending[0]
+    if stderr_copy is not None:
+        kwargs["stderr"] = subprocess.PIPE
+    child = subprocess.Popen(list(cmd), **kwargs)
+    started.append(child)
     pump = None
     if stderr_copy is not None:
         import threading
 
-        kwargs["stderr"] = subprocess.PIPE
-    child = subprocess.Popen(list(cmd), **kwargs)
-    started.append(child)
-    if stderr_copy is not None:
         pump = threading.Thread(target=_pump, args=(child.stderr.fileno(), Path(stderr_copy)), daemon=True)
         pump.start()
     if pending:

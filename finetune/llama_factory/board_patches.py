@@ -435,17 +435,16 @@ def trainer_log_for(layout: Layout, cmd: Sequence[str]) -> Path | None:
     from finetune.rundir import TRAIN_LOG, TRAINING_ARGS
 
     args = next((Path(str(a)) for a in cmd if str(a).endswith(TRAINING_ARGS)), None)
-    if args is None:
+    run = runs_tab.run_of(layout, str(args.parent)) if args is not None else None
+    if run is None:
         return None
     try:
-        folder, outputs = args.resolve().parent, layout.outputs_dir.resolve()
-    except OSError:
+        inside = args.parent.resolve().relative_to(run.resolve()).parts
+    except (OSError, ValueError):
         return None
-    if folder.parent == outputs:
-        return layout.log_dir(folder.name) / TRAIN_LOG
-    if folder.parent.parent == outputs:
-        return layout.log_dir(folder.parent.name) / f"{folder.name}.eval.log"
-    return None
+    if not inside:
+        return layout.log_dir(run.name) / TRAIN_LOG
+    return layout.log_dir(run.name) / f"{inside[0]}.eval.log" if len(inside) == 1 else None
 
 
 def guarded_popen_for(ctx: BoardContext) -> Callable[..., subprocess.Popen]:
